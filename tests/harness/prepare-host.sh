@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Make this machine ready to test the collection offline: Debian packages, a running
+# Docker engine, systemd base images for Debian 12/13/testing and the test image archives.
+# Idempotent: a second run reuses the daemon and every image built from the same recipe.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/harness/lib.sh
+. "$here/lib.sh"
+
+DISTROS=${MMO_DISTROS:-"bookworm trixie forky"}
+
+install_host_packages() {
+  local missing=()
+  local pkg
+  for pkg in docker.io debootstrap make python3-venv ca-certificates xz-utils busybox-static; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing host packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+start_dockerd() {
+  if docker info >/dev/null 2>&1; then
+    return 0
+  fi
+  log "starting dockerd"
+  mkdir -p /var/log
+  # No systemd on this host: run the daemon in the background, detached from this shell.
+  setsid nohup dockerd >/var/log/dockerd.log 2>&1 </dev/null &
+  local i
+  for i in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  tail -n 30 /var/log/dockerd.log >&2
+  die "dockerd did not answer within 60 s"
+}
+
+install_host_packages
+start_dockerd
+
+pids=()
+for distro in $DISTROS; do
+  "$here/build-base-image.sh" "$distro" &
+  pids+=($!)
+done
+"$here/build-test-images.sh" &
+pids+=($!)
+status=0
+for pid in "${pids[@]}"; do
+  wait "$pid" || status=1
+done
+[ "$status" -eq 0 ] || die "building an image failed (see above)"
+log "host ready: $(docker images --format '{{.Repository}}:{{.Tag}}' 'mmo/*' | sort | tr '\n' ' ')"

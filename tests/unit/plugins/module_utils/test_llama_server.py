@@ -1,0 +1,296 @@
+# Copyright (c) 2026, multimodel.orchestration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Unit tests of the llama-server probing logic against real local HTTP servers."""
+
+import pytest
+
+from ansible_collections.multimodel.orchestration.plugins.module_utils.llama_server import (
+    ProbeOptions,
+    failure_summary,
+    normalize_endpoints,
+    probe_endpoint,
+    probe_endpoints,
+)
+
+
+def options(**kwargs):
+    # Short intervals keep the retry tests fast; never go through a proxy to 127.0.0.1.
+    kwargs.setdefault('interval', 0.05)
+    kwargs.setdefault('request_timeout', 2)
+    kwargs.setdefault('use_proxy', False)
+    return ProbeOptions(**kwargs)
+
+
+def endpoint(url, alias=None, name='llm', api_key=None):
+    return normalize_endpoints([{'name': name, 'url': url, 'alias': alias, 'api_key': api_key}])[0]
+
+
+# --- input validation -------------------------------------------------------------------
+
+def test_normalize_defaults_name_and_strips_trailing_slash():
+    result = normalize_endpoints([{'url': 'http://127.0.0.1:8080/'}])
+    assert result == [{'name': 'http://127.0.0.1:8080/', 'url': 'http://127.0.0.1:8080',
+                       'alias': None, 'api_key': None}]
+
+
+def test_normalize_keeps_path_prefix():
+    assert normalize_endpoints([{'url': 'https://proxy/llm/q4/'}])[0]['url'] == 'https://proxy/llm/q4'
+
+
+@pytest.mark.parametrize('entries, message', [
+    ([], 'at least one'),
+    ([{'url': 'ftp://127.0.0.1:8080'}], "'ftp://127.0.0.1:8080' must use http:// or https://, not 'ftp'"),
+    ([{'url': '127.0.0.1:8080'}], 'must use http:// or https://'),
+    ([{'url': 'http://:8080'}], "'http://:8080' has no host"),
+    ([{'url': 'http://h:99999'}], "'http://h:99999' is not valid"),
+    ([{'url': 'http://h:8080/?x=1'}], 'must not have a query'),
+    ([{'name': 'a'}], 'endpoints[1] has no url'),
+    (['http://h:8080'], 'must be a dict'),
+    ([{'name': 'A', 'url': 'http://h:1'}, {'name': 'B', 'url': 'http://h:2'}, {'name': 'A', 'url': 'http://h:3'}],
+     "duplicate endpoint name 'A' (endpoints[1] and endpoints[3])"),
+    ([{'url': 'http://h:1'}, {'url': 'http://h:1'}], "duplicate endpoint name 'http://h:1'"),
+])
+def test_normalize_rejects_bad_input(entries, message):
+    with pytest.raises(ValueError) as info:
+        normalize_endpoints(entries)
+    assert message in str(info.value)
+
+
+# --- single endpoint ----------------------------------------------------------------------
+
+def test_healthy_endpoint(fake_llama_server):
+    server = fake_llama_server(alias='tiny')
+    result = probe_endpoint(endpoint(server.url, alias='tiny'), options(), timeout=5)
+    assert result['healthy'] is True
+    assert result['status'] == 'ok'
+    assert result['reason'] is None
+    assert result['models'] == ['tiny']
+    assert result['attempts'] == 1
+    assert result['latency_ms'] is None and result['slots_total'] is None
+    assert server.paths() == ['/health', '/v1/models']
+
+
+def test_loading_then_healthy(fake_llama_server):
+    server = fake_llama_server(loading_s=0.4)
+    result = probe_endpoint(endpoint(server.url, alias='tiny'), options(interval=0.1), timeout=10)
+    assert result['healthy'] is True
+    assert result['attempts'] > 1
+    assert result['elapsed_s'] >= 0.4
+    # While loading only /health is asked, and it answered 503.
+    assert server.paths()[0] == '/health'
+
+
+def test_still_loading_at_deadline(fake_llama_server):
+    server = fake_llama_server(loading_s=60)
+    result = probe_endpoint(endpoint(server.url), options(interval=0.1), timeout=0.6)
+    assert result['healthy'] is False
+    assert result['reason'] == 'loading'
+    assert result['status'] == 'loading'
+    assert result['detail'].startswith('still loading after ')
+    assert 'Loading model' in result['detail']
+    assert result['attempts'] >= 3
+    assert 0.6 <= result['elapsed_s'] < 2.5
+
+
+def test_refused(refused_url):
+    result = probe_endpoint(endpoint(refused_url), options(interval=0.1), timeout=0.5)
+    assert result['reason'] == 'refused'
+    assert result['status'] == 'unreachable'
+    assert result['detail'] is None
+    # Refused is retried: the server may still be starting.
+    assert result['attempts'] >= 2
+    assert failure_summary(result) == 'llm (%s): refused' % refused_url
+
+
+def test_unauthorized_fails_fast(fake_llama_server):
+    server = fake_llama_server(api_key='s3cret')
+    result = probe_endpoint(endpoint(server.url), options(api_key='wrong'), timeout=30)
+    assert result['reason'] == 'unauthorized'
+    assert result['attempts'] == 1
+    assert result['elapsed_s'] < 5
+    assert 'Invalid API Key' in result['detail']
+
+
+def test_api_key_sent_as_bearer(fake_llama_server):
+    server = fake_llama_server(api_key='s3cret')
+    result = probe_endpoint(endpoint(server.url), options(api_key='s3cret', generate=True, check_slots=True),
+                            timeout=5)
+    assert result['healthy'] is True
+    assert {r[2] for r in server.requests} == {'Bearer s3cret'}
+
+
+def test_endpoint_api_key_overrides_global(fake_llama_server):
+    server = fake_llama_server(api_key='per-endpoint')
+    result = probe_endpoint(endpoint(server.url, api_key='per-endpoint'), options(api_key='global'), timeout=5)
+    assert result['healthy'] is True
+
+
+def test_missing_api_key(fake_llama_server):
+    server = fake_llama_server(api_key='s3cret')
+    result = probe_endpoint(endpoint(server.url), options(), timeout=5)
+    assert result['reason'] == 'unauthorized'
+    # /health is open with --api-key, so the 401 came from /v1/models.
+    assert result['detail'].startswith('/v1/models')
+    assert server.requests[0][2] is None
+
+
+def test_wrong_model(fake_llama_server):
+    server = fake_llama_server(alias='other')
+    result = probe_endpoint(endpoint(server.url, alias='q4', name='Q4_DEEP'), options(), timeout=30)
+    assert result['reason'] == 'wrong_model'
+    assert result['status'] == 'error'
+    assert result['models'] == ['other']
+    assert result['attempts'] == 1
+    assert failure_summary(result) == "Q4_DEEP (%s): wrong_model (expected 'q4', served ['other'])" % server.url
+
+
+def test_any_model_accepted_without_alias(fake_llama_server):
+    server = fake_llama_server(alias='/models/tiny.gguf')
+    result = probe_endpoint(endpoint(server.url), options(), timeout=5)
+    assert result['healthy'] and result['models'] == ['/models/tiny.gguf']
+
+
+def test_slow_response_times_out(fake_llama_server):
+    server = fake_llama_server(delay=1.5)
+    result = probe_endpoint(endpoint(server.url), options(request_timeout=0.3), timeout=0.8)
+    assert result['reason'] == 'timeout'
+    assert result['status'] == 'unreachable'
+    assert 'GET /health' in result['detail']
+    assert result['elapsed_s'] < 1.5
+
+
+def test_http_404_is_permanent(fake_llama_server):
+    server = fake_llama_server(override={'/v1/models': (404, {'error': {'code': 404, 'message': 'File Not Found'}})})
+    result = probe_endpoint(endpoint(server.url), options(), timeout=30)
+    assert result['reason'] == 'http_404'
+    assert result['detail'] == '/v1/models: File Not Found'
+    assert result['attempts'] == 1
+
+
+def test_http_500_is_retried(fake_llama_server):
+    server = fake_llama_server(override={'/health': (500, b'internal error')})
+    result = probe_endpoint(endpoint(server.url), options(interval=0.1), timeout=0.5)
+    assert result['reason'] == 'http_500'
+    assert result['detail'] == '/health: internal error'
+    assert result['attempts'] >= 2
+
+
+def test_non_json_body_is_bad_response(fake_llama_server):
+    server = fake_llama_server(override={'/health': (200, b'<html>ok</html>')})
+    result = probe_endpoint(endpoint(server.url), options(interval=0.1), timeout=0.3)
+    assert result['reason'] == 'bad_response'
+    assert 'not JSON' in result['detail']
+
+
+def test_models_without_data_list_is_bad_response(fake_llama_server):
+    server = fake_llama_server(override={'/v1/models': (200, {'object': 'list'})})
+    result = probe_endpoint(endpoint(server.url), options(interval=0.1), timeout=0.3)
+    assert result['reason'] == 'bad_response'
+
+
+def test_not_http_is_bad_response(raw_server):
+    server = raw_server(b'SSH-2.0-OpenSSH_9.2\r\n')
+    result = probe_endpoint(endpoint(server.url), options(interval=0.1), timeout=0.3)
+    assert result['reason'] == 'bad_response'
+    assert 'BadStatusLine' in result['detail']
+
+
+def test_dropped_connection(raw_server):
+    server = raw_server(b'')
+    result = probe_endpoint(endpoint(server.url), options(interval=0.1), timeout=0.3)
+    assert result['reason'] == 'connection_error'
+    assert result['status'] == 'unreachable'
+
+
+# --- generation and slots -----------------------------------------------------------------
+
+def test_generation_uses_server_timings(fake_llama_server):
+    server = fake_llama_server(alias='tiny')
+    result = probe_endpoint(endpoint(server.url, alias='tiny'), options(generate=True, max_tokens=4, prompt='Hi'),
+                            timeout=5)
+    assert result['healthy'] is True
+    assert result['tokens_generated'] == 4
+    assert result['tokens_per_second'] == 800.0
+    assert result['latency_ms'] > 0
+    method, path, _, body, _, _ = server.requests[-1]
+    assert (method, path) == ('POST', '/v1/completions')
+    import json
+    sent = json.loads(body.decode('utf-8'))
+    assert sent['prompt'] == 'Hi' and sent['max_tokens'] == 4 and sent['model'] == 'tiny'
+    assert sent['ignore_eos'] is True and sent['stream'] is False
+
+
+def test_generation_without_timings_uses_latency(fake_llama_server):
+    server = fake_llama_server(timings=False, delay=0.05)
+    result = probe_endpoint(endpoint(server.url), options(generate=True, max_tokens=8), timeout=5)
+    assert result['tokens_generated'] == 8
+    # 8 tokens in at least 50 ms: at most 160 tokens/s.
+    assert 0 < result['tokens_per_second'] <= 160
+    assert result['latency_ms'] >= 50
+
+
+def test_generation_bad_response(fake_llama_server):
+    server = fake_llama_server(override={'/v1/completions': (200, {'choices': []})})
+    result = probe_endpoint(endpoint(server.url), options(generate=True, interval=0.1), timeout=0.3)
+    assert result['reason'] == 'bad_response'
+    assert 'choices' in result['detail']
+    # What was learnt before the failure is kept.
+    assert result['models'] == ['tiny']
+
+
+def test_slots_saturation(fake_llama_server):
+    slots = [{'id': i, 'n_ctx': 512, 'is_processing': i < 3} for i in range(4)]
+    server = fake_llama_server(slots=slots)
+    result = probe_endpoint(endpoint(server.url), options(check_slots=True), timeout=5)
+    assert (result['slots_total'], result['slots_busy']) == (4, 3)
+
+
+def test_slots_old_state_format(fake_llama_server):
+    server = fake_llama_server(slots=[{'id': 0, 'state': 1}, {'id': 1, 'state': 0}])
+    result = probe_endpoint(endpoint(server.url), options(check_slots=True), timeout=5)
+    assert (result['slots_total'], result['slots_busy']) == (2, 1)
+
+
+def test_slots_disabled_is_not_a_failure(fake_llama_server):
+    server = fake_llama_server()
+    server.slots = None
+    result = probe_endpoint(endpoint(server.url), options(check_slots=True), timeout=5)
+    assert result['healthy'] is True
+    assert result['slots_total'] is None
+    assert result['detail'].startswith('/slots not available (HTTP 501)')
+
+
+# --- many endpoints -----------------------------------------------------------------------
+
+def test_endpoints_probed_concurrently(fake_llama_server):
+    # Each request takes 0.5 s, so each endpoint needs ~1 s (/health + /v1/models).
+    servers = [fake_llama_server(delay=0.5) for _ in range(4)]
+    endpoints = normalize_endpoints([{'name': 'e%d' % i, 'url': s.url} for i, s in enumerate(servers)])
+    results = probe_endpoints(endpoints, options(), timeout=10)
+    assert [r['name'] for r in results] == ['e0', 'e1', 'e2', 'e3']
+    assert all(r['healthy'] for r in results)
+    # Overlap: every endpoint's first request started before any endpoint's last one ended,
+    # so all four were being probed at the same time.
+    first_starts = [min(r[4] for r in s.requests) for s in servers]
+    last_ends = [max(r[5] for r in s.requests) for s in servers]
+    assert max(first_starts) < min(last_ends)
+    # Sequential probing would take >= 4 s.
+    assert max(last_ends) - min(first_starts) < 3
+
+
+def test_mixed_results_keep_order(fake_llama_server, refused_url):
+    good = fake_llama_server(alias='q3')
+    wrong = fake_llama_server(alias='other')
+    endpoints = normalize_endpoints([
+        {'name': 'Q3_SYNTH', 'url': good.url, 'alias': 'q3'},
+        {'name': 'DOWN', 'url': refused_url},
+        {'name': 'Q4_DEEP', 'url': wrong.url, 'alias': 'q4'},
+    ])
+    results = probe_endpoints(endpoints, options(interval=0.1), timeout=0.5)
+    assert [(r['name'], r['healthy'], r['reason']) for r in results] == [
+        ('Q3_SYNTH', True, None), ('DOWN', False, 'refused'), ('Q4_DEEP', False, 'wrong_model')]
+
+
+def test_no_endpoints():
+    assert probe_endpoints([], options(), timeout=1) == []
