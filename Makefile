@@ -44,7 +44,13 @@ lint: setup
 	$(BIN)/python tests/lint/check_roles.py
 	antsibull-changelog lint
 
+# ansible-test bootstraps pip in its sanity venvs from a script it downloads from a host
+# that is not reachable here; give it ours (ensurepip + PyPI) under the name it looks for.
+GET_PIP_VERSION = $(shell $(BIN)/python -c 'import ansible_test._internal.python_requirements as r, inspect, re; print(re.search(r"pip=.([0-9.]+)", inspect.getsource(r)).group(1))')
+
 sanity: setup
+	mkdir -p ~/.ansible/test/cache
+	cp tests/harness/get_pip_offline.py ~/.ansible/test/cache/get_pip_$(subst .,_,$(GET_PIP_VERSION)).py
 	rm -rf build/sanity && mkdir -p $(SANITY_DIR)
 	git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t $(SANITY_DIR)
 	cd $(SANITY_DIR) && git init -q && git add -A && \

@@ -141,15 +141,17 @@ class _NoRedirect(HTTPRedirectHandler):
         return None
 
 
-def _build_opener(options):
+def _build_opener(options, https):
     handlers = [_NoRedirect()]
     if not options.use_proxy:
         handlers.append(ProxyHandler({}))
-    context = ssl.create_default_context()
-    if not options.validate_certs:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    handlers.append(HTTPSHandler(context=context))
+    if https:
+        # Only for https: loading the CA bundle costs ~10-20 ms per endpoint.
+        context = ssl.create_default_context()
+        if not options.validate_certs:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        handlers.append(HTTPSHandler(context=context))
     return build_opener(*handlers)
 
 
@@ -173,7 +175,7 @@ class _Client:
         self.base_url = base_url
         self.options = options
         self.deadline = deadline
-        self.opener = _build_opener(options)
+        self.opener = _build_opener(options, base_url.startswith('https:'))
         self.headers = {'Accept': 'application/json', 'User-Agent': _USER_AGENT}
         if api_key:
             self.headers['Authorization'] = 'Bearer ' + api_key
@@ -265,11 +267,24 @@ def _status_failure(status, body, path):
 
 
 def _served_models(data):
-    """Model ids listed by GET /v1/models (OpenAI format: {"data": [{"id": ...}]})."""
+    """Model names listed by GET /v1/models (OpenAI format: {"data": [{"id": ...}]}).
+
+    llama-server lists one entry per model whose ``id`` is the first ``--alias`` (or the
+    model path without one) and whose ``aliases`` holds every alias; all of them count.
+    """
     if not isinstance(data, dict) or not isinstance(data.get('data'), list):
         raise ProbeFailure(BAD_RESPONSE, '/v1/models did not return an OpenAI model list')
-    served = [m.get('id') for m in data['data'] if isinstance(m, dict) and m.get('id')]
-    return [str(model_id) for model_id in served]
+    served = []
+    for model in data['data']:
+        if not isinstance(model, dict):
+            continue
+        names = [model.get('id')]
+        if isinstance(model.get('aliases'), list):
+            names.extend(model['aliases'])
+        for name in names:
+            if isinstance(name, str) and name and name not in served:
+                served.append(name)
+    return served
 
 
 def _generation_stats(data, latency_ms):

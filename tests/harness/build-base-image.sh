@@ -51,6 +51,8 @@ done
 : >"$rootfs/etc/machine-id"
 apt_lists="$rootfs/var/lib/apt/lists"
 find "$apt_lists" -maxdepth 1 -type f ! -name lock -delete 2>/dev/null || true
+# An empty, old package index: apt's cache_valid_time sees it as stale and updates it.
+touch -d @0 "$apt_lists"
 rm -rf "$rootfs/var/cache/apt/archives/"*.deb
 
 tar -C "$rootfs" -c . | docker import \

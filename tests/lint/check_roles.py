@@ -26,8 +26,12 @@ def check_role(role):
     defaults = defaults or {}
     if not specs_file.exists():
         return [f"{name}: meta/argument_specs.yml is missing"]
-    specs = yaml.safe_load(specs_file.read_text()) or {}
-    options = (specs.get("argument_specs", {}).get("main", {}) or {}).get("options", {}) or {}
+    specs = (yaml.safe_load(specs_file.read_text()) or {}).get("argument_specs", {}) or {}
+    if "main" not in specs:
+        # A task library (include_role + tasks_from): one entry point per task file, each
+        # validating its own arguments; it is tested through the roles that use it.
+        return check_library(role, specs)
+    options = (specs.get("main") or {}).get("options", {}) or {}
 
     for key in sorted(set(defaults) - set(options)):
         problems.append(f"{name}: '{key}' is in defaults/main.yml but not in meta/argument_specs.yml")
@@ -65,6 +69,25 @@ def check_role(role):
         problems.append(f"{name}: README.md has no example playbook (a ```yaml block)")
     if not (ROOT / "molecule" / name / "molecule.yml").exists():
         problems.append(f"{name}: no Molecule scenario at molecule/{name}/molecule.yml")
+    return problems
+
+
+def check_library(role, specs):
+    problems = []
+    name = role.name
+    if (role / "defaults" / "main.yml").exists():
+        problems.append(f"{name}: a task library has no defaults/main.yml (defaults go in its entry points)")
+    for entry, spec in sorted(specs.items()):
+        if not (role / "tasks" / f"{entry}.yml").exists():
+            problems.append(f"{name}: entry point '{entry}' has no tasks/{entry}.yml")
+        for key, option in sorted(((spec or {}).get("options") or {}).items()):
+            if not key.startswith(name + "_"):
+                problems.append(f"{name}: option '{key}' of '{entry}' is not prefixed with '{name}_'")
+            if not option.get("description") or not option.get("type"):
+                problems.append(f"{name}: option '{key}' of '{entry}' needs a description and a type")
+    readme = role / "README.md"
+    if not readme.exists() or "```yaml" not in readme.read_text():
+        problems.append(f"{name}: README.md with an example (a ```yaml block) is missing")
     return problems
 
 

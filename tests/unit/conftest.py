@@ -10,10 +10,13 @@
    llama.cpp-tools 0.7.0), with knobs for loading, API key, delays and errors.
 """
 
+import atexit
 import json
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +26,25 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _link_checkout(base):
+    """Make base/ansible_collections/multimodel/orchestration a symlink to this checkout;
+    return False when a real directory (e.g. an installed copy) is in the way."""
+    namespace = os.path.join(base, 'ansible_collections', 'multimodel')
+    link = os.path.join(namespace, 'orchestration')
+    os.makedirs(namespace, exist_ok=True)
+    if os.path.realpath(link) == ROOT:
+        return True
+    if os.path.lexists(link) and not os.path.islink(link):
+        return False
+    if os.path.islink(link):
+        os.unlink(link)  # a stale link to another checkout
+    try:
+        os.symlink(ROOT, link)
+    except FileExistsError:
+        pass  # another pytest process made it at the same moment
+    return os.path.realpath(link) == ROOT
+
+
 def _collections_dir():
     """A directory holding ansible_collections/multimodel/orchestration -> this checkout."""
     parent = os.path.dirname(ROOT)
@@ -30,16 +52,13 @@ def _collections_dir():
     if os.path.basename(parent) == 'multimodel' \
             and os.path.basename(os.path.dirname(parent)) == 'ansible_collections':
         return os.path.dirname(os.path.dirname(parent))
+    # `make setup` links the checkout there too (ansible.cfg's collections_path).
     base = os.path.join(ROOT, '.venv', 'collections')
-    if not os.path.isdir(os.path.join(ROOT, '.venv')):
-        base = os.path.join(os.path.expanduser('~'), '.cache', 'multimodel-orchestration-tests')
-    namespace = os.path.join(base, 'ansible_collections', 'multimodel')
-    link = os.path.join(namespace, 'orchestration')
-    os.makedirs(namespace, exist_ok=True)
-    if os.path.realpath(link) != ROOT:
-        if os.path.islink(link):
-            os.unlink(link)
-        os.symlink(ROOT, link)
+    if os.path.isdir(os.path.join(ROOT, '.venv')) and _link_checkout(base):
+        return base
+    base = tempfile.mkdtemp(prefix='mmo-unit-collections-')
+    atexit.register(shutil.rmtree, base, True)  # rmtree removes the link, not the checkout
+    _link_checkout(base)
     return base
 
 
@@ -57,17 +76,21 @@ class FakeLlamaServer:
     """Canned llama-server. Attributes may be changed while it runs.
 
     loading_s     answer 503 "Loading model" on every path for this long after start
+    loading_requests  ... and to this many requests first (deterministic)
     api_key       when set, every path but /health needs "Authorization: Bearer <key>"
-    alias         the model id listed by /v1/models
+    alias         the model id listed by /v1/models (the first --alias)
+    aliases       all --alias values (default [alias])
     delay         seconds to sleep before answering each request
     slots         list of slot dicts for /slots; None answers 501 like --no-slots
     override      {path: (status, body)} to force an answer
     timings       include llama-server's "timings" object in completions
     """
 
-    def __init__(self, alias='tiny', api_key=None, loading_s=0.0, delay=0.0, slots=None,
-                 override=None, timings=True):
+    def __init__(self, alias='tiny', aliases=None, api_key=None, loading_s=0.0, loading_requests=0, delay=0.0,
+                 slots=None, override=None, timings=True):
         self.alias = alias
+        self.aliases = aliases
+        self.loading_requests = loading_requests
         self.api_key = api_key
         self.loading_s = loading_s
         self.delay = delay
@@ -84,7 +107,9 @@ class FakeLlamaServer:
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = 'http://127.0.0.1:%d' % self.port
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # A short poll interval makes shutdown() (each test's teardown) quick.
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={'poll_interval': 0.05},
+                                        daemon=True)
         self._thread.start()
 
     def close(self):
@@ -98,27 +123,31 @@ class FakeLlamaServer:
         """Return (status, JSON-able body) like llama-server would."""
         if path in self.override:
             return self.override[path]
-        if time.monotonic() - self.started < self.loading_s:
+        if len(self.requests) < self.loading_requests or time.monotonic() - self.started < self.loading_s:
             return 503, {'error': {'code': 503, 'message': 'Loading model', 'type': 'unavailable_error'}}
         if self.api_key and path != '/health' and auth != 'Bearer ' + self.api_key:
             return 401, {'error': {'code': 401, 'message': 'Invalid API Key', 'type': 'authentication_error'}}
         if method == 'GET' and path == '/health':
             return 200, {'status': 'ok'}
         if method == 'GET' and path == '/v1/models':
+            aliases = self.aliases or [self.alias]
             return 200, {
-                'models': [{'name': self.alias, 'model': self.alias, 'type': 'model'}],
+                'models': [{'name': self.alias, 'model': self.alias, 'type': 'model',
+                            'capabilities': ['completion']}],
                 'object': 'list',
-                'data': [{'id': self.alias, 'object': 'model', 'created': 1764187200,
-                          'owned_by': 'llamacpp', 'meta': {'n_vocab': 340, 'n_params': 172096}}],
+                'data': [{'id': self.alias, 'aliases': aliases, 'tags': [], 'object': 'model',
+                          'created': 1795723642, 'owned_by': 'llamacpp',
+                          'meta': {'vocab_type': 1, 'n_vocab': 339, 'n_ctx': 2048, 'n_params': 174784}}],
             }
         if method == 'POST' and path == '/v1/completions':
             request = json.loads(body.decode('utf-8'))
             n = int(request.get('max_tokens', 16))
             reply = {
                 'choices': [{'text': ' hello' * n, 'index': 0, 'logprobs': None, 'finish_reason': 'length'}],
-                'created': 1764187200, 'model': self.alias, 'system_fingerprint': 'b11669-fake',
+                'created': 1764187200, 'model': self.alias, 'system_fingerprint': 'b11669-Debian',
                 'object': 'text_completion',
-                'usage': {'completion_tokens': n, 'prompt_tokens': 2, 'total_tokens': n + 2},
+                'usage': {'completion_tokens': n, 'prompt_tokens': 2, 'total_tokens': n + 2,
+                          'prompt_tokens_details': {'cached_tokens': 0}},
                 'id': 'chatcmpl-fake',
             }
             if self.timings:
@@ -205,7 +234,7 @@ class RawServer:
     def _run(self):
         while not self._stop:
             try:
-                conn, _ = self.sock.accept()
+                conn, dummy = self.sock.accept()
             except OSError:
                 return
             with conn:

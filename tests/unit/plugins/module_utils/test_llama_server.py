@@ -3,6 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of the llama-server probing logic against real local HTTP servers."""
 
+import json
+
 import pytest
 
 from ansible_collections.multimodel.orchestration.plugins.module_utils.llama_server import (
@@ -72,13 +74,14 @@ def test_healthy_endpoint(fake_llama_server):
 
 
 def test_loading_then_healthy(fake_llama_server):
-    server = fake_llama_server(loading_s=0.4)
+    server = fake_llama_server(loading_requests=3)
     result = probe_endpoint(endpoint(server.url, alias='tiny'), options(interval=0.1), timeout=10)
     assert result['healthy'] is True
-    assert result['attempts'] > 1
-    assert result['elapsed_s'] >= 0.4
-    # While loading only /health is asked, and it answered 503.
-    assert server.paths()[0] == '/health'
+    assert result['attempts'] == 4
+    # Three 503s, each followed by a 0.1 s pause.
+    assert result['elapsed_s'] >= 0.3
+    # While loading only /health is asked.
+    assert server.paths() == ['/health'] * 4 + ['/v1/models']
 
 
 def test_still_loading_at_deadline(fake_llama_server):
@@ -118,6 +121,8 @@ def test_api_key_sent_as_bearer(fake_llama_server):
                             timeout=5)
     assert result['healthy'] is True
     assert {r[2] for r in server.requests} == {'Bearer s3cret'}
+    # The key is sent, never reported.
+    assert 's3cret' not in repr(result)
 
 
 def test_endpoint_api_key_overrides_global(fake_llama_server):
@@ -143,6 +148,14 @@ def test_wrong_model(fake_llama_server):
     assert result['models'] == ['other']
     assert result['attempts'] == 1
     assert failure_summary(result) == "Q4_DEEP (%s): wrong_model (expected 'q4', served ['other'])" % server.url
+
+
+def test_second_alias_is_served(fake_llama_server):
+    # llama-server --alias q4,q4-deep lists id "q4" with aliases ["q4", "q4-deep"].
+    server = fake_llama_server(alias='q4', aliases=['q4', 'q4-deep'])
+    result = probe_endpoint(endpoint(server.url, alias='q4-deep'), options(), timeout=5)
+    assert result['healthy'] is True
+    assert result['models'] == ['q4', 'q4-deep']
 
 
 def test_any_model_accepted_without_alias(fake_llama_server):
@@ -178,27 +191,27 @@ def test_http_500_is_retried(fake_llama_server):
 
 def test_non_json_body_is_bad_response(fake_llama_server):
     server = fake_llama_server(override={'/health': (200, b'<html>ok</html>')})
-    result = probe_endpoint(endpoint(server.url), options(interval=0.1), timeout=0.3)
+    result = probe_endpoint(endpoint(server.url), options(interval=0.2), timeout=1)
     assert result['reason'] == 'bad_response'
     assert 'not JSON' in result['detail']
 
 
 def test_models_without_data_list_is_bad_response(fake_llama_server):
     server = fake_llama_server(override={'/v1/models': (200, {'object': 'list'})})
-    result = probe_endpoint(endpoint(server.url), options(interval=0.1), timeout=0.3)
+    result = probe_endpoint(endpoint(server.url), options(interval=0.2), timeout=1)
     assert result['reason'] == 'bad_response'
 
 
 def test_not_http_is_bad_response(raw_server):
     server = raw_server(b'SSH-2.0-OpenSSH_9.2\r\n')
-    result = probe_endpoint(endpoint(server.url), options(interval=0.1), timeout=0.3)
+    result = probe_endpoint(endpoint(server.url), options(interval=0.2), timeout=1)
     assert result['reason'] == 'bad_response'
     assert 'BadStatusLine' in result['detail']
 
 
 def test_dropped_connection(raw_server):
     server = raw_server(b'')
-    result = probe_endpoint(endpoint(server.url), options(interval=0.1), timeout=0.3)
+    result = probe_endpoint(endpoint(server.url), options(interval=0.2), timeout=1)
     assert result['reason'] == 'connection_error'
     assert result['status'] == 'unreachable'
 
@@ -213,9 +226,8 @@ def test_generation_uses_server_timings(fake_llama_server):
     assert result['tokens_generated'] == 4
     assert result['tokens_per_second'] == 800.0
     assert result['latency_ms'] > 0
-    method, path, _, body, _, _ = server.requests[-1]
+    method, path, dummy, body = server.requests[-1][:4]
     assert (method, path) == ('POST', '/v1/completions')
-    import json
     sent = json.loads(body.decode('utf-8'))
     assert sent['prompt'] == 'Hi' and sent['max_tokens'] == 4 and sent['model'] == 'tiny'
     assert sent['ignore_eos'] is True and sent['stream'] is False
@@ -232,7 +244,7 @@ def test_generation_without_timings_uses_latency(fake_llama_server):
 
 def test_generation_bad_response(fake_llama_server):
     server = fake_llama_server(override={'/v1/completions': (200, {'choices': []})})
-    result = probe_endpoint(endpoint(server.url), options(generate=True, interval=0.1), timeout=0.3)
+    result = probe_endpoint(endpoint(server.url), options(generate=True, interval=0.2), timeout=1)
     assert result['reason'] == 'bad_response'
     assert 'choices' in result['detail']
     # What was learnt before the failure is kept.
@@ -265,7 +277,7 @@ def test_slots_disabled_is_not_a_failure(fake_llama_server):
 
 def test_endpoints_probed_concurrently(fake_llama_server):
     # Each request takes 0.5 s, so each endpoint needs ~1 s (/health + /v1/models).
-    servers = [fake_llama_server(delay=0.5) for _ in range(4)]
+    servers = [fake_llama_server(delay=0.5) for dummy in range(4)]
     endpoints = normalize_endpoints([{'name': 'e%d' % i, 'url': s.url} for i, s in enumerate(servers)])
     results = probe_endpoints(endpoints, options(), timeout=10)
     assert [r['name'] for r in results] == ['e0', 'e1', 'e2', 'e3']
