@@ -261,9 +261,9 @@ def _status_failure(status, body, path):
         # A wrong or missing API key does not fix itself: report at once.
         return ProbeFailure(UNAUTHORIZED, '%s: %s' % (path, message or 'HTTP 401'), retry=False)
     detail = '%s: %s' % (path, message) if message else path
-    # Other 4xx (404: not a llama-server, or a path prefix is wrong) are configuration
-    # errors; 5xx and anything else may be transient.
-    return ProbeFailure('http_%d' % status, detail, retry=not 400 <= status < 500)
+    # 5xx, 408 and 429 may pass; a redirect or another 4xx (404: not a llama-server, or a
+    # wrong path prefix) is a configuration error.
+    return ProbeFailure('http_%d' % status, detail, retry=status >= 500 or status in (408, 429))
 
 
 def _served_models(data):
@@ -407,8 +407,8 @@ def probe_endpoint(endpoint, options, timeout, sleep=time.sleep):
     """Probe one normalized endpoint until it is healthy or ``timeout`` seconds pass.
 
     Transient failures (refused, timeout, loading, 5xx) are retried every
-    ``options.interval`` seconds; permanent ones (unauthorized, wrong_model, 4xx, TLS)
-    end the probe at once. Returns the result dict.
+    ``options.interval`` seconds; permanent ones (unauthorized, wrong_model, 3xx/4xx,
+    TLS) end the probe at once. Returns the result dict.
     """
     started = time.monotonic()
     deadline = started + float(timeout)
@@ -428,9 +428,8 @@ def probe_endpoint(endpoint, options, timeout, sleep=time.sleep):
         remaining = deadline - time.monotonic()
         if not failure.retry or remaining <= 0:
             break
+        # The sleep may end at the deadline: one last attempt is made there.
         sleep(min(options.interval, remaining))
-        if time.monotonic() >= deadline:
-            break
     result['elapsed_s'] = round(time.monotonic() - started, 3)
     if failure is None:
         result.update(healthy=True, status='ok')

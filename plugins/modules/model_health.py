@@ -22,8 +22,8 @@ description:
   - Optionally runs a short generation (C(POST /v1/completions)) to measure latency and tokens per second, and reads C(GET /slots)
     to report how many slots are busy.
   - C(llama-server) answers 503 on every endpoint while it loads the model. That, refused connections, timeouts and 5xx answers
-    are retried every O(interval) seconds until O(timeout) runs out. A wrong API key (401), a wrong model, other 4xx answers and
-    TLS errors cannot fix themselves and are reported at once.
+    (and 408, 429) are retried every O(interval) seconds until O(timeout) runs out. A wrong API key (401), a wrong model,
+    redirects, other 4xx answers and TLS errors cannot fix themselves and are reported at once.
   - The module only reads; it never changes anything on the target, so RV(ignore:changed) is always V(false).
   - Requires nothing but the Python standard library on the target.
 
@@ -63,8 +63,9 @@ options:
         required: true
       alias:
         description:
-          - Model alias the server must list in C(GET /v1/models), that is the value of C(llama-server --alias).
-          - When omitted any served model is accepted.
+          - Model alias the server must list in C(GET /v1/models), that is one of the values of C(llama-server --alias)
+            (C(--alias a,b) serves both V(a) and V(b)).
+          - When omitted any served model is accepted. Without C(--alias), C(llama-server) lists the model path.
         type: str
       api_key:
         description:

@@ -15,6 +15,8 @@ import json
 import os
 import shutil
 import socket
+import ssl
+import subprocess
 import sys
 import tempfile
 import threading
@@ -82,12 +84,13 @@ class FakeLlamaServer:
     aliases       all --alias values (default [alias])
     delay         seconds to sleep before answering each request
     slots         list of slot dicts for /slots; None answers 501 like --no-slots
-    override      {path: (status, body)} to force an answer
+    override      {path: (status, body[, headers])} to force an answer
     timings       include llama-server's "timings" object in completions
+    tls           (certfile, keyfile): serve https
     """
 
     def __init__(self, alias='tiny', aliases=None, api_key=None, loading_s=0.0, loading_requests=0, delay=0.0,
-                 slots=None, override=None, timings=True):
+                 slots=None, override=None, timings=True, tls=None):
         self.alias = alias
         self.aliases = aliases
         self.loading_requests = loading_requests
@@ -107,6 +110,11 @@ class FakeLlamaServer:
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = 'http://127.0.0.1:%d' % self.port
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            self.url = 'https://127.0.0.1:%d' % self.port
         # A short poll interval makes shutdown() (each test's teardown) quick.
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={'poll_interval': 0.05},
                                         daemon=True)
@@ -175,7 +183,9 @@ class FakeLlamaServer:
                 body = self.rfile.read(length) if length else b''
                 if server.delay:
                     time.sleep(server.delay)
-                status, reply = server.answer(method, self.path, self.headers.get('Authorization'), body)
+                answer = server.answer(method, self.path, self.headers.get('Authorization'), body)
+                status, reply = answer[:2]
+                extra_headers = answer[2] if len(answer) > 2 else {}
                 data = reply if isinstance(reply, bytes) else json.dumps(reply).encode('utf-8')
                 # Record before answering, so a test sees the request once the client has the reply.
                 with server._lock:
@@ -185,6 +195,8 @@ class FakeLlamaServer:
                     self.send_response(status)
                     self.send_header('Content-Type', 'application/json; charset=utf-8')
                     self.send_header('Content-Length', str(len(data)))
+                    for header, value in extra_headers.items():
+                        self.send_header(header, value)
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
@@ -272,3 +284,16 @@ def raw_server():
 @pytest.fixture
 def refused_url():
     return 'http://127.0.0.1:%d' % free_port()
+
+
+@pytest.fixture(scope='session')
+def self_signed_cert(tmp_path_factory):
+    """(certfile, keyfile) of a self-signed certificate for 127.0.0.1, made with openssl."""
+    if not shutil.which('openssl'):
+        pytest.skip('openssl is not installed')
+    directory = tmp_path_factory.mktemp('tls')
+    cert, key = str(directory / 'cert.pem'), str(directory / 'key.pem')
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert,
+                    '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'],
+                   check=True, capture_output=True)
+    return cert, key

@@ -181,6 +181,23 @@ def test_http_404_is_permanent(fake_llama_server):
     assert result['attempts'] == 1
 
 
+def test_redirect_not_followed(fake_llama_server):
+    # Following it would hand the API key to whatever the Location names.
+    elsewhere = fake_llama_server()
+    server = fake_llama_server(override={'/health': (302, {}, {'Location': elsewhere.url + '/health'})})
+    result = probe_endpoint(endpoint(server.url), options(api_key='k'), timeout=30)
+    assert (result['reason'], result['attempts']) == ('http_302', 1)
+    assert server.paths() == ['/health']
+    assert elsewhere.requests == []
+
+
+def test_http_429_is_retried(fake_llama_server):
+    server = fake_llama_server(override={'/v1/models': (429, {'error': {'message': 'busy'}})})
+    result = probe_endpoint(endpoint(server.url), options(interval=0.1), timeout=0.5)
+    assert result['reason'] == 'http_429'
+    assert result['attempts'] >= 2
+
+
 def test_http_500_is_retried(fake_llama_server):
     server = fake_llama_server(override={'/health': (500, b'internal error')})
     result = probe_endpoint(endpoint(server.url), options(interval=0.1), timeout=0.5)
@@ -214,6 +231,19 @@ def test_dropped_connection(raw_server):
     result = probe_endpoint(endpoint(server.url), options(interval=0.2), timeout=1)
     assert result['reason'] == 'connection_error'
     assert result['status'] == 'unreachable'
+
+
+def test_https_self_signed_without_validation(fake_llama_server, self_signed_cert):
+    server = fake_llama_server(tls=self_signed_cert)
+    result = probe_endpoint(endpoint(server.url), options(validate_certs=False), timeout=5)
+    assert result['healthy'] is True
+
+
+def test_https_untrusted_certificate_fails_fast(fake_llama_server, self_signed_cert):
+    server = fake_llama_server(tls=self_signed_cert)
+    result = probe_endpoint(endpoint(server.url), options(), timeout=30)
+    assert (result['reason'], result['attempts']) == ('connection_error', 1)
+    assert 'CERTIFICATE_VERIFY_FAILED' in result['detail']
 
 
 # --- generation and slots -----------------------------------------------------------------
