@@ -17,7 +17,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
 
 # Molecule scenarios run by `make test`, in order (each tests its role on its own platforms).
-MOLECULE_SCENARIOS ?= docker
+MOLECULE_SCENARIOS ?= docker llama_cpp_servers llama_cpp_servers_source
 
 # time a stage and record it: $(call timed,NAME,COMMAND)
 timed = start=$$(date +%s); $(2); printf '%-28s %5ss\n' '$(1)' $$(( $$(date +%s) - start )) >>$(TIMINGS)
@@ -83,11 +83,12 @@ test: ## lint, sanity, units, collection build+install, Molecule; prints the tim
 	@echo '--- stage times ---'; cat $(TIMINGS)
 
 up: setup host collection ## quick start: the stack on a local sandbox host
-	ansible-playbook playbooks/sandbox.yml
+	bash tests/harness/build-test-models.sh $(BIN)/python
+	ansible-playbook -i inventories/local tests/harness/sandbox.yml
 	ansible-playbook -i inventories/local site.yml
 
 down:
-	ansible-playbook playbooks/sandbox.yml -e sandbox_state=absent
+	ansible-playbook -i inventories/local tests/harness/sandbox.yml -e sandbox_state=absent
 
 clean:
 	rm -rf build

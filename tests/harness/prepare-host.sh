@@ -13,7 +13,7 @@ DISTROS=${MMO_DISTROS:-"bookworm trixie forky"}
 install_host_packages() {
   local missing=()
   local pkg
-  for pkg in docker.io debootstrap make python3-venv ca-certificates xz-utils busybox-static; do
+  for pkg in docker.io debootstrap make python3-venv ca-certificates xz-utils busybox-static shellcheck git; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -31,8 +31,8 @@ start_dockerd() {
   mkdir -p /var/log
   # No systemd on this host: run the daemon in the background, detached from this shell.
   setsid nohup dockerd >/var/log/dockerd.log 2>&1 </dev/null &
-  local i
-  for i in $(seq 1 60); do
+  local _
+  for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && return 0
     sleep 1
   done

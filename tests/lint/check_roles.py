@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Check every role's contract files agree with each other.
 
 For each role under roles/:

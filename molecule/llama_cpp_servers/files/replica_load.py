@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Continuous completions against replicas of one tier, failing over like the backend does.
 
 Each request goes to the next replica in turn; when it fails (refused, reset, timeout, 5xx)
