@@ -22,7 +22,7 @@ MOLECULE_SCENARIOS ?= docker llama_cpp_servers llama_cpp_servers_source
 # time a stage and record it: $(call timed,NAME,COMMAND)
 timed = start=$$(date +%s); $(2); printf '%-28s %5ss\n' '$(1)' $$(( $$(date +%s) - start )) >>$(TIMINGS)
 
-.PHONY: help setup host lint sanity units collection molecule test up down clean
+.PHONY: help setup host lint sanity units collection molecule test up down bench clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -43,6 +43,10 @@ lint: setup
 	ansible-lint
 	$(BIN)/python tests/lint/check_roles.py
 	antsibull-changelog lint
+	for inventory in inventories/*/; do \
+	  ANSIBLE_INVENTORY_UNPARSED_FAILED=true ansible-inventory -i $$inventory --list --vault-password-file inventories/example/vault-password.example >/dev/null; \
+	  ANSIBLE_INVENTORY_UNPARSED_FAILED=true ansible-playbook --syntax-check -i $$inventory site.yml --vault-password-file inventories/example/vault-password.example; \
+	done
 
 # ansible-test bootstraps pip in its sanity venvs from a script it downloads from a host
 # that is not reachable here; give it ours (ensurepip + PyPI) under the name it looks for.
@@ -89,6 +93,9 @@ up: setup host collection ## quick start: the stack on a local sandbox host
 
 down:
 	ansible-playbook -i inventories/local tests/harness/sandbox.yml -e sandbox_state=absent
+
+bench: collection ## benchmark tables (bench/), on real services
+	bash bench/run-llama-benches.sh
 
 clean:
 	rm -rf build

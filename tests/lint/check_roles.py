@@ -92,7 +92,9 @@ def check_library(role, specs):
 
 
 def main():
-    roles = sorted(p for p in (ROOT / "roles").iterdir() if p.is_dir())
+    # A directory is a role once it has tasks or metadata (files alone may be work in progress).
+    roles = sorted(p for p in (ROOT / "roles").iterdir()
+                   if p.is_dir() and ((p / "tasks").is_dir() or (p / "meta").is_dir()))
     problems = [p for role in roles for p in check_role(role)]
     for problem in problems:
         print(problem)
