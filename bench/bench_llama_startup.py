@@ -11,22 +11,12 @@ Run it on that host (it needs systemctl and root):
 """
 
 import argparse
-import importlib.util
-import os
 import statistics
 import subprocess
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-MODULE_UTILS = os.path.join(os.path.dirname(HERE), 'plugins', 'module_utils', 'llama_server.py')
-
-
-def load_llama_server():
-    # Stdlib-only client, loaded by path: no Ansible needed on the host.
-    spec = importlib.util.spec_from_file_location('llama_server', MODULE_UTILS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# The same stdlib-only client model_health uses, loaded by path (no Ansible needed).
+from bench_model_health import load_llama_server
 
 
 def main():

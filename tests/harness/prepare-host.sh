@@ -13,7 +13,7 @@ DISTROS=${MMO_DISTROS:-"bookworm trixie forky"}
 install_host_packages() {
   local missing=()
   local pkg
-  for pkg in docker.io debootstrap make python3-venv ca-certificates xz-utils busybox-static shellcheck git; do
+  for pkg in docker.io debootstrap make python3-venv ca-certificates xz-utils busybox-static shellcheck git redis-server; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then

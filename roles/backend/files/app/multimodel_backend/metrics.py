@@ -1,0 +1,44 @@
+"""Prometheus metrics.
+
+Each app gets its own registry (tests build several apps in one process). With
+``uvicorn --workers N`` every worker is a separate process: set PROMETHEUS_MULTIPROC_DIR
+to an empty directory writable by the backend user (a tmpfs, wiped before start) and
+/metrics then sums all workers; without it a scrape sees only the worker that answered it.
+"""
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+# LLM answers take from tens of milliseconds (cache, short answers) to minutes.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self._multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        reg = self.registry
+        self.http_requests = Counter("mmo_http_requests", "HTTP requests by endpoint and status",
+                                     ["method", "endpoint", "status"], registry=reg)
+        self.ws_queries = Counter("mmo_ws_queries", "WebSocket queries by outcome (ok, error, disconnected)",
+                                  ["outcome"], registry=reg)
+        self.query_latency = Histogram("mmo_query_latency_seconds", "Time to answer a query, per tier",
+                                       ["tier", "cached"], buckets=LATENCY_BUCKETS, registry=reg)
+        self.cache_hits = Counter("mmo_cache_hits", "Answers served from the Redis cache", registry=reg)
+        self.cache_misses = Counter("mmo_cache_misses", "Queries not in the Redis cache", registry=reg)
+        self.cache_errors = Counter("mmo_cache_errors", "Redis cache reads/writes that failed", registry=reg)
+        self.upstream_errors = Counter("mmo_upstream_errors", "Failed llama-server calls per instance and kind",
+                                       ["instance", "kind"], registry=reg)
+        self.failovers = Counter("mmo_upstream_failovers",
+                                 "Queries moved to the next instance after this instance failed",
+                                 ["tier", "instance"], registry=reg)
+
+    def render(self):
+        if self._multiprocess:
+            # Values live in PROMETHEUS_MULTIPROC_DIR files written by every worker.
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

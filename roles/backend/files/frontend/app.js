@@ -1,0 +1,140 @@
+// Terminal client of the multimodel backend: POST /api/query, or streaming over WebSocket /ws.
+// Plain browser JavaScript, no build step. Every text from the server goes in via
+// textContent, never innerHTML, so an answer cannot inject markup.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const log = $("log");
+const input = $("input");
+const past = []; // queries typed, for ↑/↓
+let historyAt = 0;
+let socket = null; // one WebSocket, opened on the first streamed query and reused
+let pending = null; // {answer, resolve} of the query the socket is answering
+
+function line(text, cls) {
+  const p = document.createElement("p");
+  p.className = cls;
+  p.textContent = text;
+  log.appendChild(p);
+  log.scrollTop = log.scrollHeight;
+  return p;
+}
+
+function setBusy(busy, status) {
+  input.disabled = busy;
+  $("status").textContent = status;
+  if (!busy) input.focus();
+}
+
+// "[simple] Q2_FAST_1 · cached · 42 ms" under each answer, then its sources.
+function showMeta(reply) {
+  const cached = reply.cached ? "cached" : "fresh";
+  line(`[${reply.tier}] ${reply.instance} · ${cached} · ${reply.latency_ms} ms`, "meta");
+  (reply.sources || []).forEach((s, n) => {
+    const where = s.source || s.id;
+    const score = typeof s.score === "number" ? ` (${s.index} ${s.score.toFixed(2)})` : ` (${s.index})`;
+    line(`[${n + 1}] ${where}${score}`, "sources");
+  });
+}
+
+function request() {
+  return {
+    query: input.value.trim(),
+    mode: $("mode").value,
+    use_retrieval: $("retrieval").checked,
+  };
+}
+
+async function viaHttp(body) {
+  const response = await fetch("/api/query", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  let reply;
+  try {
+    reply = await response.json();
+  } catch (err) {
+    throw new Error(`HTTP ${response.status} ${response.statusText}`);
+  }
+  if (!response.ok) throw new Error(reply.detail || `HTTP ${response.status}`);
+  line(reply.answer, "answer");
+  showMeta(reply);
+}
+
+function openSocket() {
+  if (socket && socket.readyState === WebSocket.OPEN) return Promise.resolve(socket);
+  return new Promise((resolve, reject) => {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(`${scheme}//${location.host}/ws`);
+    ws.onopen = () => { socket = ws; resolve(ws); };
+    ws.onerror = () => reject(new Error("cannot open the WebSocket /ws"));
+    ws.onclose = () => {
+      if (socket === ws) socket = null;
+      if (pending) { pending.reject(new Error("connection closed mid-answer")); pending = null; }
+    };
+    ws.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      if (!pending) return;
+      if (message.type === "token") {
+        pending.answer.textContent += message.text;
+        log.scrollTop = log.scrollHeight;
+      } else if (message.type === "done") {
+        showMeta(message);
+        pending.resolve();
+        pending = null;
+      } else if (message.type === "error") {
+        pending.reject(new Error(message.message));
+        pending = null;
+      }
+    };
+  });
+}
+
+async function viaWebSocket(body) {
+  const ws = await openSocket();
+  const answer = line("", "answer");
+  await new Promise((resolve, reject) => {
+    pending = { answer, resolve, reject };
+    ws.send(JSON.stringify(body));
+  });
+}
+
+function command(text) {
+  if (text === "/clear") {
+    log.replaceChildren();
+  } else {
+    line("/clear  empty the screen   ↑/↓  previous queries   Enter  send", "meta");
+    line("mode: auto picks the tier from the question; retrieval adds passages from the FAISS indexes;", "meta");
+    line("stream: tokens arrive as they are generated (WebSocket /ws), else one POST /api/query", "meta");
+  }
+}
+
+$("prompt").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const body = request();
+  if (!body.query) return;
+  past.push(body.query);
+  historyAt = past.length;
+  input.value = "";
+  line(`> ${body.query}`, "echo");
+  if (body.query.startsWith("/")) {
+    command(body.query);
+    return;
+  }
+  setBusy(true, "thinking…");
+  try {
+    await ($("stream").checked ? viaWebSocket(body) : viaHttp(body));
+  } catch (err) {
+    line(`error: ${err.message}`, "error");
+  } finally {
+    setBusy(false, "ready");
+  }
+});
+
+input.addEventListener("keydown", (event) => {
+  if (event.key !== "ArrowUp" && event.key !== "ArrowDown") return;
+  event.preventDefault();
+  historyAt = Math.max(0, Math.min(past.length, historyAt + (event.key === "ArrowUp" ? -1 : 1)));
+  input.value = past[historyAt] || "";
+});

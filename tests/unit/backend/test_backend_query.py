@@ -1,0 +1,175 @@
+# Copyright (c) 2026, multimodel.orchestration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""POST /api/query: routing, round-robin, failover, errors and the Redis answer cache."""
+
+import json
+
+import pytest
+
+
+def test_answer_shape_and_upstream_request(stack):
+    reply = stack.backend.query('What is the capital of France', mode='simple', max_tokens=32)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body['answer'] == 'Q2_FAST_1 says: Hello from Q2_FAST_1.'
+    assert body['tier'] == 'simple' and body['instance'] == 'Q2_FAST_1'
+    assert body['cached'] is False and body['sources'] == []
+    assert isinstance(body['latency_ms'], int) and body['latency_ms'] >= 0
+    # What llama-server got: an OpenAI chat request for the tier's alias, not streamed.
+    method, path, headers, request = stack.fast1.chats()[0]
+    assert request['model'] == 'q2-fast' and request['max_tokens'] == 32 and request['stream'] is False
+    assert request['messages'][0]['role'] == 'system'
+    assert request['messages'][-1] == {'role': 'user', 'content': 'What is the capital of France'}
+    assert 'Authorization' not in headers  # no MMO_LLAMA_API_KEY, no header
+
+
+@pytest.mark.parametrize('mode, query, tier, server', [
+    ('simple', 'Compare the architecture trade-offs in depth', 'simple', 'fast1'),
+    ('moderate', 'hi', 'moderate', 'synth'),
+    ('complex', 'hi', 'complex', 'deep'),
+    ('auto', 'What time is it in Paris', 'simple', 'fast1'),
+    ('auto', 'Explain how a hash map works', 'moderate', 'synth'),
+    ('auto', 'Compare B-trees and LSM trees for write-heavy workloads', 'complex', 'deep'),
+])
+def test_routes_by_mode_and_heuristic(stack, mode, query, tier, server):
+    body = stack.backend.query(query, mode=mode).json()
+    assert body['tier'] == tier
+    assert len(getattr(stack, server).chats()) == 1
+
+
+def test_default_mode_is_auto_and_default_max_tokens_from_settings(servers, backend, tiers):
+    fast = servers.llama('Q2_FAST_1')
+    running = backend(tiers([fast.url], [servers.refused()], [servers.refused()]), max_tokens=77)
+    body = running.query('ping').json()
+    assert body['tier'] == 'simple'
+    assert fast.chats()[0][3]['max_tokens'] == 77
+
+
+def test_round_robin_over_the_tier(stack):
+    instances = [stack.backend.query(f'question {n}', mode='simple').json()['instance'] for n in range(4)]
+    assert instances == ['Q2_FAST_1', 'Q2_FAST_2', 'Q2_FAST_1', 'Q2_FAST_2']
+    assert len(stack.fast1.chats()) == 2 and len(stack.fast2.chats()) == 2
+
+
+@pytest.mark.parametrize('failure', ['refused', 'loading', 'error', 'timeout'])
+def test_failover_to_the_next_instance(servers, backend, tiers, failure):
+    if failure == 'refused':
+        first_url = servers.refused()
+    else:
+        first = servers.llama('Q2_FAST_1', state='ok' if failure == 'timeout' else failure,
+                              delay=3.0 if failure == 'timeout' else 0.0)
+        first_url = first.url
+    second = servers.llama('Q2_FAST_2')
+    running = backend(tiers([first_url, second.url], [second.url], [second.url]), request_timeout=1.0)
+    reply = running.query('hello', mode='simple')
+    assert reply.status_code == 200, reply.text
+    assert reply.json()['instance'] == 'Q2_FAST_2'
+    metrics = running.http.get('/metrics').text
+    assert 'mmo_upstream_failovers_total{instance="Q2_FAST_1",tier="simple"} 1.0' in metrics
+    kind = {'refused': 'connect', 'loading': 'http_5xx', 'error': 'http_5xx', 'timeout': 'timeout'}[failure]
+    assert f'mmo_upstream_errors_total{{instance="Q2_FAST_1",kind="{kind}"}} 1.0' in metrics
+
+
+def test_503_names_the_tier_and_every_instance_tried(servers, backend, tiers):
+    loading = servers.llama('Q4_DEEP_2', state='loading')
+    ok = servers.llama('ok')
+    running = backend(tiers([ok.url], [ok.url], [servers.refused(), loading.url]))
+    reply = running.query('hello', mode='complex')
+    assert reply.status_code == 503
+    body = reply.json()
+    assert body['tier'] == 'complex' and sorted(body['tried']) == ['Q4_DEEP_1', 'Q4_DEEP_2']
+    assert "tier 'complex'" in body['detail']
+    assert 'Q4_DEEP_1 (connection failed' in body['detail']
+    assert 'Q4_DEEP_2 (HTTP 503: Loading model)' in body['detail']
+
+
+def test_api_key_is_sent_and_a_401_is_not_failed_over(servers, backend, tiers):
+    first = servers.llama('Q2_FAST_1', api_key='right-key')
+    second = servers.llama('Q2_FAST_2', api_key='right-key')
+    running = backend(tiers([first.url, second.url], [first.url], [first.url]), llama_api_key='right-key')
+    assert running.query('hello', mode='simple').status_code == 200
+    assert first.chats()[0][2]['Authorization'] == 'Bearer right-key'
+
+    wrong = backend(tiers([first.url, second.url], [first.url], [first.url]), llama_api_key='wrong-key')
+    reply = wrong.query('another question', mode='simple')  # not the cached one
+    assert reply.status_code == 502
+    assert 'HTTP 401: Invalid API Key' in reply.json()['detail']
+    assert len(second.chats()) == 0  # the same key would fail on every instance
+
+
+@pytest.mark.parametrize('payload, message', [
+    ({}, 'query: Field required'),
+    ({'query': '   '}, 'query: String should have at least 1 character'),
+    ({'query': 'x' * 8001}, 'query: String should have at most 8000 characters'),
+    ({'query': 'hi', 'mode': 'fast'}, "mode: Input should be 'auto', 'simple', 'moderate' or 'complex'"),
+    ({'query': 'hi', 'max_tokens': 0}, 'max_tokens: Input should be greater than or equal to 1'),
+    ({'query': 'hi', 'max_tokens': '12'}, 'max_tokens: Input should be a valid integer'),
+    ({'query': 'hi', 'use_retrieval': 'yes'}, 'use_retrieval: Input should be a valid boolean'),
+    ({'query': 'hi', 'temperature': 2}, 'temperature: Extra inputs are not permitted'),
+    ({'query': 42}, 'query: Input should be a valid string'),
+    ({'query': 'hi', 'use_web': True}, 'use_web needs MMO_SEARXNG_URL to be set'),
+])
+def test_bad_input_is_400(stack, payload, message):
+    reply = stack.backend.http.post('/api/query', json=payload)
+    assert reply.status_code == 400, reply.text
+    assert message in reply.json()['detail']
+    assert not stack.fast1.chats() and not stack.synth.chats()
+
+
+def test_malformed_json_is_400(stack):
+    reply = stack.backend.http.post('/api/query', content=b'{"query": ', headers={'Content-Type': 'application/json'})
+    assert reply.status_code == 400
+
+
+def test_second_identical_query_is_a_cache_hit_with_ttl(stack, redis_db):
+    first = stack.backend.query('What is Redis', mode='simple', max_tokens=16).json()
+    second = stack.backend.query('What is Redis', mode='simple', max_tokens=16).json()
+    assert first['cached'] is False and second['cached'] is True
+    assert second['answer'] == first['answer'] and second['instance'] == first['instance'] == 'Q2_FAST_1'
+    assert len(stack.fast1.chats()) + len(stack.fast2.chats()) == 1
+    keys = redis_db.client.keys('mmo:answer:*')
+    assert len(keys) == 1
+    assert 3590 <= redis_db.client.ttl(keys[0]) <= 3600  # MMO_CACHE_TTL default
+    assert json.loads(redis_db.client.get(keys[0]))['answer'] == first['answer']
+    metrics = stack.backend.http.get('/metrics').text
+    assert 'mmo_cache_hits_total 1.0' in metrics and 'mmo_cache_misses_total 1.0' in metrics
+
+
+def test_cache_key_covers_tier_max_tokens_and_retrieval(stack, redis_db):
+    for fields in ({'mode': 'simple'}, {'mode': 'moderate'}, {'mode': 'simple', 'max_tokens': 9},
+                   {'mode': 'simple', 'use_retrieval': True}):
+        assert stack.backend.query('same words', **fields).json()['cached'] is False
+    assert len(redis_db.client.keys('mmo:answer:*')) == 4
+
+
+def test_custom_ttl_and_ttl_zero_disables_the_cache(servers, backend, tiers, redis_db):
+    fast = servers.llama('Q2_FAST_1')
+    urls = tiers([fast.url], [fast.url], [fast.url])
+    backend(urls, cache_ttl=42).query('hello', mode='simple')
+    assert 30 <= redis_db.client.ttl(redis_db.client.keys('mmo:answer:*')[0]) <= 42
+    redis_db.client.flushall()
+    uncached = backend(urls, cache_ttl=0)
+    assert [uncached.query('hello', mode='simple').json()['cached'] for n in range(2)] == [False, False]
+    assert redis_db.client.keys('*') == []
+
+
+def test_answers_while_redis_is_down(servers, backend, tiers):
+    fast = servers.llama('Q2_FAST_1')
+    dead_redis = 'redis://:secret@127.0.0.1:%d/0' % int(servers.refused().rsplit(':', 1)[1])
+    running = backend(tiers([fast.url], [fast.url], [fast.url]), redis_url=dead_redis)
+    reply = running.query('hello', mode='simple')
+    assert reply.status_code == 200 and reply.json()['cached'] is False
+    assert 'mmo_cache_errors_total 2.0' in running.http.get('/metrics').text  # the read and the write
+
+
+def test_cors_origins(servers, backend, tiers):
+    fast = servers.llama('Q2_FAST_1')
+    running = backend(tiers([fast.url], [fast.url], [fast.url]), cors_origins=('https://chat.example',))
+    preflight = {'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'content-type'}
+    allowed = running.http.options('/api/query', headers=dict(preflight, Origin='https://chat.example'))
+    assert allowed.status_code == 200 and allowed.headers['access-control-allow-origin'] == 'https://chat.example'
+    other = running.http.options('/api/query', headers=dict(preflight, Origin='https://evil.example'))
+    assert 'access-control-allow-origin' not in other.headers
+    reply = running.query('hi', mode='simple')  # same-origin requests carry no Origin: unaffected
+    assert reply.status_code == 200 and 'access-control-allow-origin' not in reply.headers
