@@ -116,6 +116,19 @@ UNAUTHORIZED = (401, {'error': {'code': 401, 'message': 'Invalid API Key', 'type
 SERVER_ERROR = (500, {'error': {'code': 500, 'message': 'failed to decode the batch', 'type': 'server_error'}})
 
 
+def _serve(handler):
+    """Serve handler on a free loopback port in a daemon thread; return (server, base URL)."""
+    httpd = ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
+    return httpd, 'http://127.0.0.1:%d' % httpd.server_address[1]
+
+
+def _stop(httpd):
+    httpd.shutdown()
+    httpd.server_close()
+
+
 class FakeLlama:
     """A canned llama-server (formats as llama.cpp's llama-server answers them).
 
@@ -131,14 +144,10 @@ class FakeLlama:
         self.tokens = tokens or ['Hello', ' from', ' ' + name, '.']
         self.stream_break = stream_break
         self.requests = []  # (method, path, headers dict, JSON body or None)
-        self.httpd = ThreadingHTTPServer(('127.0.0.1', 0), self._handler())
-        self.httpd.daemon_threads = True
-        self.url = 'http://127.0.0.1:%d' % self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
+        self.httpd, self.url = _serve(self._handler())
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        _stop(self.httpd)
 
     def chats(self):
         return [r for r in self.requests if r[1] == '/v1/chat/completions']
@@ -267,14 +276,10 @@ class FakeSearxng:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = 'http://127.0.0.1:%d' % self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
+        self.httpd, self.url = _serve(Handler)
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        _stop(self.httpd)
 
 
 @pytest.fixture
