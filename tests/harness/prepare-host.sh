@@ -50,6 +50,8 @@ for distro in $DISTROS; do
 done
 "$here/build-test-images.sh" &
 pids+=($!)
+"$here/build-app-images.sh" &
+pids+=($!)
 status=0
 for pid in "${pids[@]}"; do
   wait "$pid" || status=1

@@ -1,0 +1,239 @@
+"""Verify the redis role and the container policy it runs under (container_service), on a
+real engine inside each instance: docker inspect, redis-cli in the container, persistence
+across a recreate, and the failures that must leave everything as it was."""
+import uuid
+
+import pytest
+
+NAME = "mmo-redis"
+IMAGE = "mmo/redis-test:7"
+PASSWORD = "molecule-redis-Secret-7f3a9c"  # converge.yml's redis_password
+NETWORK = "mmo-internal"
+CONFIG_DIR = "/etc/multimodel/redis"
+CS_NAME = "mmo-cs-test"
+
+
+@pytest.fixture
+def inspect(host_json):
+    return host_json(f"docker inspect {NAME}")[0]
+
+
+def redis_cli(host, *args, auth=True):
+    """Run redis-cli inside the container; the password goes in through REDISCLI_AUTH."""
+    env = f"-e REDISCLI_AUTH={PASSWORD} " if auth else ""
+    return host.run(f"docker exec {env}{NAME} redis-cli " + " ".join(args))
+
+
+def config_get(host, key):
+    out = redis_cli(host, "CONFIG", "GET", key)
+    assert out.rc == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == key, out.stdout
+    return lines[1]
+
+
+def flat(output):
+    """Output with every run of whitespace made one space (long messages wrap in the YAML result)."""
+    return " ".join(output.split())
+
+
+def recap(output):
+    """The PLAY RECAP line's counters of the single host a playbook ran against."""
+    line = [ln for ln in output.splitlines() if " : ok=" in ln][-1]
+    return dict(field.split("=") for field in line.split(":", 1)[1].split())
+
+
+def test_running_and_healthy(inspect):
+    assert inspect["State"]["Running"] is True
+    assert inspect["State"]["Health"]["Status"] == "healthy"
+    assert inspect["Config"]["Image"] == IMAGE
+
+
+def test_runs_as_non_root(host, inspect):
+    assert inspect["Config"]["User"] == "999:1000"
+    assert host.check_output(f"docker exec {NAME} id -u") == "999"
+    # The server process itself, as the instance sees it.
+    pid = host.check_output(f"docker inspect --format '{{{{.State.Pid}}}}' {NAME}")
+    assert host.check_output(f"ps -o uid= -o comm= -p {pid}").split() == ["999", "redis-server"]
+
+
+def test_hardening(host, inspect):
+    config = inspect["HostConfig"]
+    assert config["ReadonlyRootfs"] is True
+    assert config["CapDrop"] == ["ALL"]
+    assert not config["CapAdd"]
+    assert config["SecurityOpt"] == ["no-new-privileges"]
+    assert config["Privileged"] is False
+    assert "/tmp" in config["Tmpfs"]
+    write = host.run(f"docker exec {NAME} sh -c 'echo x >/probe'")
+    assert write.rc != 0 and "Read-only file system" in write.stderr
+    assert host.check_output(f"docker exec {NAME} sh -c 'grep ^NoNewPrivs /proc/self/status'").split()[1] == "1"
+    # Not even root in the container could get a capability back: the bounding set is empty.
+    assert host.check_output(f"docker exec {NAME} sh -c 'grep ^CapBnd /proc/1/status'").split()[1] == "0000000000000000"
+
+
+def test_limits(inspect):
+    config = inspect["HostConfig"]
+    assert config["Memory"] == 256 * 1024 * 1024
+    assert config["MemoryReservation"] == 64 * 1024 * 1024
+    assert config["NanoCpus"] == 500_000_000
+    assert config["CpuShares"] == 512
+
+
+def test_operations_settings(inspect):
+    assert inspect["HostConfig"]["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "5m", "max-file": "3"}}
+    assert inspect["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert inspect["Config"]["StopTimeout"] == 30
+    labels = inspect["Config"]["Labels"]
+    assert labels["org.multimodel.service"] == NAME
+    assert labels["org.multimodel.managed-by"] == "multimodel.orchestration"
+    assert labels["org.multimodel.test"] == "redis"
+    assert inspect["Config"]["Healthcheck"]["Test"][0] == "CMD-SHELL"
+
+
+def test_internal_network_only(host, host_json, inspect):
+    networks = inspect["NetworkSettings"]["Networks"]
+    assert set(networks) == {NETWORK}
+    assert "redis" in networks[NETWORK]["Aliases"]
+    assert host_json(f"docker network inspect {NETWORK}")[0]["Internal"] is True
+    assert not inspect["HostConfig"]["PortBindings"]
+    assert host.check_output(f"docker port {NAME}") == ""
+    assert not host.socket("tcp://0.0.0.0:6379").is_listening
+
+
+def test_auth_required(host):
+    anonymous = redis_cli(host, "ping", auth=False)
+    assert "NOAUTH" in anonymous.stdout + anonymous.stderr
+    assert redis_cli(host, "ping").stdout.strip() == "PONG"
+
+
+def test_memory_and_persistence_settings(host):
+    assert config_get(host, "maxmemory") == str(64 * 1024 * 1024)
+    assert config_get(host, "maxmemory-policy") == "volatile-lru"
+    assert config_get(host, "appendonly") == "yes"
+    assert config_get(host, "appendfsync") == "everysec"
+    assert config_get(host, "save") == "3600 1 300 100 60 10000"
+    assert config_get(host, "dir") == "/data"
+
+
+def test_password_never_exposed(host, inspect):
+    raw = host.check_output(f"docker inspect {NAME}")
+    assert PASSWORD not in raw
+    assert not any(var.startswith(("REDISCLI_AUTH=", "REDIS_PASSWORD=")) for var in inspect["Config"]["Env"])
+    processes = host.check_output("ps -eo args")
+    assert "redis-server" in processes
+    assert PASSWORD not in processes
+
+
+def test_config_files_readable_by_the_container_user_only(host):
+    for name in ("redis.conf", "password"):
+        config = host.file(f"{CONFIG_DIR}/{name}")
+        assert config.uid == 999 and config.gid == 1000
+        assert config.mode == 0o400
+    assert host.file(CONFIG_DIR).mode == 0o700
+
+
+def test_data_survives_recreate(host, host_json, playbook):
+    value = uuid.uuid4().hex
+    assert redis_cli(host, "SET", "verify:survivor", value).stdout.strip() == "OK"
+    old_id = host_json(f"docker inspect {NAME}")[0]["Id"]
+    assert host.run(f"docker rm -f {NAME}").rc == 0
+    result = playbook("converge.yml")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert PASSWORD not in result.stdout
+    new = host_json(f"docker inspect {NAME}")[0]
+    assert new["Id"] != old_id
+    assert new["State"]["Health"]["Status"] == "healthy"
+    assert redis_cli(host, "GET", "verify:survivor").stdout.strip() == value
+    assert [m["Name"] for m in new["Mounts"] if m["Destination"] == "/data"] == ["mmo-redis-data"]
+
+
+def test_host_port_only_when_asked(host, host_json, playbook):
+    """redis_host_port publishes Redis on 127.0.0.1 through a second, non-internal network;
+    unset again, the port is gone and the container leaves that network."""
+    published = playbook("converge.yml", {"redis_host_port": 16379})
+    assert published.returncode == 0, published.stdout[-3000:]
+    try:
+        container = host_json(f"docker inspect {NAME}")[0]
+        assert set(container["NetworkSettings"]["Networks"]) == {NETWORK, "mmo-redis-published"}
+        assert host.check_output(f"docker port {NAME}") == "6379/tcp -> 127.0.0.1:16379"
+        reply = host.check_output(
+            "python3 -c 'import socket; s = socket.create_connection((\"127.0.0.1\", 16379), 5); "
+            "s.sendall(b\"PING\\r\\n\"); print(s.recv(100).decode().strip())'")
+        assert reply.startswith("-NOAUTH")
+    finally:
+        restored = playbook("converge.yml")
+        assert restored.returncode == 0, restored.stdout[-3000:]
+    container = host_json(f"docker inspect {NAME}")[0]
+    assert set(container["NetworkSettings"]["Networks"]) == {NETWORK}
+    assert host.check_output(f"docker port {NAME}") == ""
+
+
+def test_missing_password_fails_before_any_change(host, host_json, playbook):
+    before = host_json(f"docker inspect {NAME}")[0]
+    config_before = host.file(f"{CONFIG_DIR}/redis.conf").sha256sum
+    result = playbook("converge.yml", {"redis_password": ""})
+    assert result.returncode != 0
+    assert "redis_password is not set" in flat(result.stdout)
+    after = host_json(f"docker inspect {NAME}")[0]
+    assert (after["Id"], after["State"]["StartedAt"]) == (before["Id"], before["State"]["StartedAt"])
+    assert host.file(f"{CONFIG_DIR}/redis.conf").sha256sum == config_before
+
+
+def test_container_service_build_source(host, host_json, playbook):
+    """Builds an image from a local context, runs it under the policy, and changes nothing the
+    second time."""
+    first = playbook("container_service.yml")
+    assert first.returncode == 0, first.stdout[-3000:]
+    labels = host_json("docker image inspect mmo/cs-test:build-1")[0]["Config"]["Labels"]
+    assert labels["org.multimodel.test"] == "container-service-build"
+    container = host_json(f"docker container inspect {CS_NAME}")[0]
+    assert container["State"]["Health"]["Status"] == "healthy"
+    assert container["HostConfig"]["CapAdd"] == ["CAP_NET_BIND_SERVICE"]
+    assert container["HostConfig"]["CapDrop"] == ["ALL"]
+    # The named volume took the image's /data, owned by the container's user.
+    assert host.run(f"docker exec {CS_NAME} touch /data/written").rc == 0
+    second = playbook("container_service.yml")
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert recap(second.stdout)["changed"] == "0", second.stdout[-3000:]
+
+
+@pytest.mark.parametrize("extra_vars, message", [
+    ({"test_cs_user": "0"}, "container_service_user is '0'"),
+    ({"test_cs_user": "root:root"}, "container_service_user is 'root:root'"),
+    ({"test_cs_image": "mmo/cs-test:latest"}, "container_service_image 'mmo/cs-test:latest' is not pinned"),
+    ({"test_cs_image": "mmo/cs-test"}, "container_service_image 'mmo/cs-test' is not pinned"),
+])
+def test_container_service_refuses_unsafe_settings(host, host_json, playbook, extra_vars, message):
+    before = host_json(f"docker container inspect {CS_NAME}")[0]["Id"]
+    result = playbook("container_service.yml", extra_vars)
+    assert result.returncode != 0
+    assert message in flat(result.stdout)
+    assert host_json(f"docker container inspect {CS_NAME}")[0]["Id"] == before
+
+
+def test_container_service_archive_checked_before_loading(host, playbook):
+    bad = "0" * 64
+    result = playbook("container_service.yml", {
+        "test_cs_source": "archive", "test_cs_image": "mmo/redis-test:never-loaded", "test_cs_archive_sha256": bad})
+    assert result.returncode != 0
+    assert "the archive for image 'mmo/redis-test:never-loaded'" in flat(result.stdout)
+    assert f"expected {bad}" in flat(result.stdout)
+    assert host.run("docker image inspect mmo/redis-test:never-loaded").rc != 0
+
+
+def test_container_service_reports_an_unhealthy_container(host, playbook):
+    result = playbook("container_service.yml", {
+        "test_cs_health_cmd": "echo probe says not ready >&2; exit 1", "test_cs_health_timeout": 6})
+    assert result.returncode != 0
+    message = flat(result.stdout)
+    assert f"container {CS_NAME} (mmo/cs-test:build-1) is not healthy 6 s after it was started" in message
+    assert "health unhealthy" in message
+    assert "probe says not ready" in message
+
+
+def test_container_service_removes_the_container(host, playbook):
+    result = playbook("container_service.yml", {"test_cs_state": "absent"})
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert host.run(f"docker container inspect {CS_NAME}").rc != 0
+    assert host.run("docker volume inspect mmo-cs-test-data").rc == 0
