@@ -203,6 +203,9 @@ def test_container_service_build_source(host, host_json, playbook):
     ({"test_cs_user": "root:root"}, "container_service_user is 'root:root'"),
     ({"test_cs_image": "mmo/cs-test:latest"}, "container_service_image 'mmo/cs-test:latest' is not pinned"),
     ({"test_cs_image": "mmo/cs-test"}, "container_service_image 'mmo/cs-test' is not pinned"),
+    # The docker role's own archive check, shared.
+    ({"test_cs_source": "archive", "test_cs_image": "mmo/redis-test:never-loaded", "test_cs_archive_sha256": "abc"},
+     "the image archive for 'mmo/redis-test:never-loaded'"),
 ])
 def test_container_service_refuses_unsafe_settings(host, host_json, playbook, extra_vars, message):
     before = host_json(f"docker container inspect {CS_NAME}")[0]["Id"]
