@@ -1,4 +1,4 @@
-// Drives roles/backend/files/frontend/app.js in Node against a running backend, with a
+// Drives roles/caddy/files/frontend/app.js in Node against a running backend, with a
 // minimal stand-in for the few DOM calls the page makes (no browser on the test host).
 //   node [--experimental-websocket] frontend_harness.js APP_JS BASE_URL MODE RETRIEVAL STREAM QUERY...
 // Prints the terminal's lines as JSON: [{"cls": ..., "text": ...}, ...].

@@ -117,3 +117,25 @@ def test_auto_heuristic(query, level):
 def test_explicit_mode_wins():
     for mode in ('simple', 'moderate', 'complex'):
         assert route('Design a distributed database step by step', mode) == mode
+
+
+def test_secrets_from_files(tmp_path):
+    url_file, key_file = tmp_path / 'redis_url', tmp_path / 'api_key'
+    url_file.write_text('redis://:from-file@redis:6379/1\n')
+    key_file.write_text('key-from-file\n')
+    settings = load_settings(env(MMO_REDIS_URL=None, MMO_REDIS_URL_FILE=str(url_file),
+                                 MMO_LLAMA_API_KEY_FILE=str(key_file)))
+    assert settings.redis_url == 'redis://:from-file@redis:6379/1'
+    assert settings.llama_api_key == 'key-from-file'
+    assert 'from-file' in settings.secrets() and 'key-from-file' in settings.secrets()
+
+
+@pytest.mark.parametrize('changes, message', [
+    ({'MMO_REDIS_URL_FILE': '/nonexistent/redis_url'}, 'set MMO_REDIS_URL or MMO_REDIS_URL_FILE, not both'),
+    ({'MMO_REDIS_URL': None, 'MMO_REDIS_URL_FILE': '/nonexistent/redis_url'},
+     'MMO_REDIS_URL_FILE: cannot read /nonexistent/redis_url: No such file or directory'),
+])
+def test_secret_file_errors(changes, message):
+    with pytest.raises(ConfigError) as error:
+        load_settings(env(**changes))
+    assert str(error.value) == message

@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FRONTEND = os.path.join(HERE, '..', '..', '..', 'roles', 'backend', 'files', 'frontend')
+FRONTEND = os.path.join(HERE, '..', '..', '..', 'roles', 'caddy', 'files', 'frontend')
 NODE = shutil.which('node') or shutil.which('nodejs')
 
 

@@ -125,14 +125,32 @@ def _redis_url(raw):
     return raw
 
 
+def _secret(env, name):
+    """NAME, or the content of the file NAME_FILE names (one of the two, not both).
+
+    The file form keeps secrets out of the container's environment, which anyone allowed to
+    run `docker inspect` can read; the role mounts them read-only instead.
+    """
+    path = env.get(f"{name}_FILE", "").strip()
+    if not path:
+        return env.get(name, "").strip()
+    if env.get(name, "").strip():
+        raise ConfigError(f"set {name} or {name}_FILE, not both")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     searxng = env.get("MMO_SEARXNG_URL", "").strip()
     origins = tuple(o.strip() for o in env.get("MMO_CORS_ORIGINS", "").split(",") if o.strip())
     return Settings(
         instances=_instances(env.get("MMO_TIERS_JSON")),
-        redis_url=_redis_url(env.get("MMO_REDIS_URL", "").strip()),
-        llama_api_key=env.get("MMO_LLAMA_API_KEY", "").strip() or None,
+        redis_url=_redis_url(_secret(env, "MMO_REDIS_URL")),
+        llama_api_key=_secret(env, "MMO_LLAMA_API_KEY") or None,
         faiss_dir=env.get("MMO_FAISS_DIR", "").strip() or "/data/faiss",
         searxng_url=_http_url(searxng, "MMO_SEARXNG_URL") if searxng else None,
         cors_origins=origins,
