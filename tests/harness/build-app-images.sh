@@ -14,8 +14,10 @@ out="$MMO_CACHE/images"
 mkdir -p "$out"
 # The Debian release the images are built from (Debian 12: Redis 7.0).
 suite=${MMO_APP_IMAGE_SUITE:-bookworm}
+caddy_suite=${MMO_CADDY_IMAGE_SUITE:-forky}
 
 scratch=()
+# shellcheck disable=SC2317  # run by the EXIT traps
 cleanup() { [ ${#scratch[@]} -eq 0 ] || rm -rf "${scratch[@]}"; }
 trap cleanup EXIT
 
@@ -46,13 +48,27 @@ trim_rootfs() {
   mkdir -p "$root"/usr/share/locale
 }
 
+# debootstrap_rootfs DIR PACKAGES [SUITE]: a minimal root filesystem of SUITE (default $suite)
+# with PACKAGES (comma separated) in DIR; the log goes to DIR.log.
+debootstrap_rootfs() {
+  local rootfs=$1 packages=$2 release=${3:-$suite} script=()
+  script=("$(debootstrap_script "$release")")
+  [ -n "${script[0]}" ] || script=()
+  log "debootstrap $release with $packages into $rootfs"
+  if ! debootstrap --variant=minbase --include="$packages" "$release" "$rootfs" \
+        http://deb.debian.org/debian "${script[@]}" >"$rootfs.log" 2>&1; then
+    tail -n 30 "$rootfs.log" >&2
+    die "debootstrap $release ($packages) failed"
+  fi
+}
+
 # mmo/redis-test:7 - Debian's redis-server laid out like the official Alpine image, so the role
 # runs it with its production defaults: redis user 999:1000, /data owned by it as the working
 # directory, redis-server and redis-cli on PATH, /bin/sh for the health check, CMD redis-server.
 build_redis_test() {
   local image=mmo/redis-test:7 archive="$out/redis-test.tar"
   local recipe
-  recipe=$( (declare -f build_redis_test trim_rootfs save_archive; echo "$suite redis-server") | sha256sum | cut -c1-16)
+  recipe=$( (declare -f build_redis_test debootstrap_rootfs trim_rootfs save_archive; echo "$suite redis-server") | sha256sum | cut -c1-16)
   if archive_up_to_date "$archive" "$recipe"; then
     log "$archive is up to date (recipe $recipe)"
     return 0
@@ -60,12 +76,7 @@ build_redis_test() {
   local rootfs start=$SECONDS
   rootfs=$(mktemp -d "/var/tmp/mmo-rootfs-redis.XXXXXX")
   scratch+=("$rootfs" "$rootfs.log" "$archive.tmp")
-  log "debootstrap $suite with redis-server into $rootfs"
-  if ! debootstrap --variant=minbase --include=redis-server "$suite" "$rootfs" \
-        http://deb.debian.org/debian >"$rootfs.log" 2>&1; then
-    tail -n 30 "$rootfs.log" >&2
-    die "debootstrap $suite (redis-server) failed"
-  fi
+  debootstrap_rootfs "$rootfs" redis-server
 
   # Give the redis user and group the official image's ids, and everything they own with them.
   local old_uid old_gid
@@ -101,4 +112,102 @@ build_redis_test() {
   log "$image took $((SECONDS - start)) s"
 }
 
-build_redis_test
+# mmo/caddy-test:2 - Debian testing's caddy (2.11; Debian 12 and 13 ship 2.6, which cannot
+# resend a request body on retry) laid out like the official caddy image: /usr/bin/caddy,
+# /etc/caddy/Caddyfile, XDG_CONFIG_HOME=/config, XDG_DATA_HOME=/data, WORKDIR /srv, the same
+# CMD, and wget (busybox, as in the official Alpine image) for the health check. Like the
+# official image it has no user of its own: the caddy role picks the uid.
+build_caddy_test() {
+  local image=mmo/caddy-test:2 archive="$out/caddy-test.tar"
+  local recipe
+  recipe=$( (declare -f build_caddy_test debootstrap_rootfs trim_rootfs save_archive; echo "$caddy_suite caddy") | sha256sum | cut -c1-16)
+  if archive_up_to_date "$archive" "$recipe"; then
+    log "$archive is up to date (recipe $recipe)"
+    return 0
+  fi
+  local rootfs start=$SECONDS
+  rootfs=$(mktemp -d "/var/tmp/mmo-rootfs-caddy.XXXXXX")
+  scratch+=("$rootfs" "$rootfs.log" "$archive.tmp")
+  debootstrap_rootfs "$rootfs" caddy,ca-certificates,busybox "$caddy_suite"
+  ln -sf /bin/busybox "$rootfs/usr/bin/wget"
+  mkdir -p "$rootfs"/{config,data,srv,etc/caddy}
+  printf ':80 {\n\trespond "caddy-test"\n}\n' >"$rootfs/etc/caddy/Caddyfile"
+  trim_rootfs "$rootfs"
+  tar --numeric-owner -C "$rootfs" -c . | docker import \
+    --change 'ENV XDG_CONFIG_HOME=/config' \
+    --change 'ENV XDG_DATA_HOME=/data' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'WORKDIR /srv' \
+    --change 'EXPOSE 80 443 443/udp 2019' \
+    --change 'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]' \
+    --change "LABEL org.multimodel.recipe=$recipe" \
+    - "$image" >/dev/null
+  save_archive "$image" "$archive" "$recipe"
+  log "$image took $((SECONDS - start)) s"
+}
+
+# mmo/python-test:3.11 - the stand-in for python:3.11-slim-bookworm that the backend role
+# builds the reference backend on: Debian 12's python3 with venv (ensurepip).
+build_python_test() {
+  local image=mmo/python-test:3.11 archive="$out/python-test.tar"
+  local recipe
+  recipe=$( (declare -f build_python_test debootstrap_rootfs trim_rootfs save_archive; echo "$suite python3") | sha256sum | cut -c1-16)
+  if archive_up_to_date "$archive" "$recipe"; then
+    log "$archive is up to date (recipe $recipe)"
+    return 0
+  fi
+  local rootfs start=$SECONDS
+  rootfs=$(mktemp -d "/var/tmp/mmo-rootfs-python.XXXXXX")
+  scratch+=("$rootfs" "$rootfs.log" "$archive.tmp")
+  debootstrap_rootfs "$rootfs" python3,python3-venv,ca-certificates
+  trim_rootfs "$rootfs"
+  tar --numeric-owner -C "$rootfs" -c . | docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' \
+    --change 'CMD ["python3"]' \
+    --change "LABEL org.multimodel.recipe=$recipe" \
+    - "$image" >/dev/null
+  save_archive "$image" "$archive" "$recipe"
+  log "$image took $((SECONDS - start)) s"
+}
+
+# $MMO_CACHE/wheels/backend: the offline wheelhouse of the reference backend (backend_wheelhouse),
+# every wheel checked against requirements.lock's sha256 pins by pip download itself.
+build_backend_wheelhouse() {
+  local lock="$here/../../roles/backend/files/app/requirements.lock"
+  local dest="$MMO_CACHE/wheels/backend" recipe venv
+  recipe=$( (declare -f build_backend_wheelhouse; cat "$lock") | sha256sum | cut -c1-16)
+  if [ "$(cat "$dest/.recipe" 2>/dev/null)" = "$recipe" ]; then
+    log "$dest is up to date (recipe $recipe)"
+    return 0
+  fi
+  venv=$(mktemp -d "/var/tmp/mmo-pip.XXXXXX")
+  scratch+=("$venv" "$dest.tmp")
+  python3 -m venv "$venv"
+  rm -rf "$dest.tmp"
+  # Environment markers dropped: the wheelhouse holds what any Python the image may have needs
+  # (async-timeout is only for Python < 3.11.3, Debian 12's 3.11.2 among them).
+  sed -E 's/ ;[^\\]*\\$/ \\/' "$lock" >"$venv/requirements.lock"
+  "$venv/bin/pip" download -q --disable-pip-version-check --require-hashes --only-binary :all: \
+    --no-deps -r "$venv/requirements.lock" -d "$dest.tmp"
+  echo "$recipe" >"$dest.tmp/.recipe"
+  rm -rf "$dest"
+  mv "$dest.tmp" "$dest"
+  log "downloaded $dest ($(du -sh "$dest" | cut -f1), recipe $recipe)"
+}
+
+# Each build in its own subshell, which cleans up its own scratch files.
+pids=()
+( trap cleanup EXIT; build_redis_test ) &
+pids+=($!)
+( trap cleanup EXIT; build_caddy_test ) &
+pids+=($!)
+( trap cleanup EXIT; build_python_test ) &
+pids+=($!)
+( trap cleanup EXIT; build_backend_wheelhouse ) &
+pids+=($!)
+status=0
+for pid in "${pids[@]}"; do
+  wait "$pid" || status=1
+done
+exit "$status"

@@ -18,12 +18,8 @@ if [ "$(image_recipe "$image")" = "$recipe" ]; then
 fi
 
 script=()
-case "$suite" in
-  bookworm|trixie) ;;
-  # This debootstrap has no script for Debian testing: sid's works for it.
-  forky) script=(/usr/share/debootstrap/scripts/sid) ;;
-  *) die "unknown suite '$suite': use bookworm, trixie or forky" ;;
-esac
+script_path=$(debootstrap_script "$suite")
+[ -z "$script_path" ] || script=("$script_path")
 
 rootfs=$(mktemp -d "/var/tmp/mmo-rootfs-$suite.XXXXXX")
 trap 'rm -rf "$rootfs"' EXIT

@@ -16,3 +16,13 @@ recipe_hash() { cat "$@" | sha256sum | cut -c1-16; }
 image_recipe() {
   docker image inspect --format '{{ index .Config.Labels "org.multimodel.recipe" }}' "$1" 2>/dev/null || true
 }
+
+# debootstrap_script SUITE: the script argument debootstrap needs for SUITE (none, or sid's for
+# Debian testing, which this debootstrap has no script for); fails for an unknown suite.
+debootstrap_script() {
+  case "$1" in
+    bookworm|trixie) ;;
+    forky) echo /usr/share/debootstrap/scripts/sid ;;
+    *) die "unknown suite '$1': use bookworm, trixie or forky" ;;
+  esac
+}

@@ -40,8 +40,20 @@ start_dockerd() {
   die "dockerd did not answer within 60 s"
 }
 
+# The local sandbox's one secret (inventories/local: redis_password), random, made once.
+make_sandbox_secrets() {
+  local dir="$MMO_CACHE/secrets"
+  install -d -m 0700 "$dir"
+  if [ ! -s "$dir/redis_password" ]; then
+    (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$dir/redis_password.tmp")
+    mv "$dir/redis_password.tmp" "$dir/redis_password"
+    log "generated the sandbox's Redis password in $dir"
+  fi
+}
+
 install_host_packages
 start_dockerd
+make_sandbox_secrets
 
 pids=()
 for distro in $DISTROS; do
