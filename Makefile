@@ -17,7 +17,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
 
 # Molecule scenarios run by `make test`, in order (each tests its role on its own platforms).
-MOLECULE_SCENARIOS ?= docker llama_cpp_servers llama_cpp_servers_source redis
+MOLECULE_SCENARIOS ?= docker llama_cpp_servers llama_cpp_servers_source redis app_tier
 
 # time a stage and record it: $(call timed,NAME,COMMAND)
 timed = start=$$(date +%s); $(2); printf '%-28s %5ss\n' '$(1)' $$(( $$(date +%s) - start )) >>$(TIMINGS)
@@ -96,6 +96,7 @@ down:
 
 bench: collection ## benchmark tables (bench/), on real services
 	bash bench/run-llama-benches.sh
+	bash bench/run-app-benches.sh
 
 clean:
 	rm -rf build

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 
-def run_playbook(host, playbook, extra_vars=None, check=False):
+def run_playbook(host, playbook, extra_vars=None, check=False, tags=None):
     """Run a playbook of the current scenario against one instance from the controller.
 
     Returns the CompletedProcess (stdout and stderr together), so a test can assert on
@@ -23,6 +23,8 @@ def run_playbook(host, playbook, extra_vars=None, check=False):
         cmd += ["--extra-vars", json.dumps(extra_vars)]
     if check:
         cmd.append("--check")
+    if tags:
+        cmd += ["--tags", tags]
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
     return subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=900, check=False)
@@ -38,7 +40,7 @@ def host_json(host):
 
 @pytest.fixture
 def playbook(host):
-    """playbook(name, extra_vars=None, check=False) -> CompletedProcess, against this host."""
-    def _run(name, extra_vars=None, check=False):
-        return run_playbook(host, name, extra_vars, check)
+    """playbook(name, extra_vars=None, check=False, tags=None) -> CompletedProcess, against this host."""
+    def _run(name, extra_vars=None, check=False, tags=None):
+        return run_playbook(host, name, extra_vars, check, tags)
     return _run

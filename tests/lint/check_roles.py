@@ -20,10 +20,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def scenarios_using(role_name):
     """Scenarios whose playbooks apply the role by FQCN (an internal role may be tested
-    through the roles built on it)."""
+    through the roles built on it), directly or through the collection's site playbook."""
     fqcn = f"multimodel.orchestration.{role_name}"
-    return sorted({p.parent.name for p in (ROOT / "molecule").glob("*/*.yml")
-                   if p.name != "molecule.yml" and fqcn in p.read_text()})
+    in_site = fqcn in (ROOT / "playbooks" / "site.yml").read_text()
+    found = set()
+    for playbook in (ROOT / "molecule").glob("*/*.yml"):
+        if playbook.name == "molecule.yml":
+            continue
+        text = playbook.read_text()
+        if fqcn in text or (in_site and "multimodel.orchestration.site" in text):
+            found.add(playbook.parent.name)
+    return sorted(found)
 
 
 def check_role(role):
