@@ -17,7 +17,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
 
 # Molecule scenarios run by `make test`, in order (each tests its role on its own platforms).
-MOLECULE_SCENARIOS ?= docker llama_cpp_servers llama_cpp_servers_source redis app_tier
+MOLECULE_SCENARIOS ?= docker llama_cpp_servers llama_cpp_servers_source redis caddy backend app_tier
 
 # time a stage and record it: $(call timed,NAME,COMMAND)
 timed = start=$$(date +%s); $(2); printf '%-28s %5ss\n' '$(1)' $$(( $$(date +%s) - start )) >>$(TIMINGS)
