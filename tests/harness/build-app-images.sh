@@ -171,6 +171,50 @@ build_python_test() {
   log "$image took $((SECONDS - start)) s"
 }
 
+# mmo/searxng-test:1 - the stand-in for the official searxng image, which cannot be pulled or
+# built here (SearXNG is in no reachable package index): Debian 12's searx, the project
+# SearXNG forked from, with the same settings file format (use_default_settings) and the same
+# JSON search API (/search?format=json) and /healthz. Laid out like the official image: the
+# searxng user 977:977, settings at /etc/searxng/settings.yml, port 8080, wget for the health
+# check.
+build_searxng_test() {
+  local image=mmo/searxng-test:1 archive="$out/searxng-test.tar"
+  local recipe
+  recipe=$( (declare -f build_searxng_test debootstrap_rootfs trim_rootfs save_archive; echo "$suite searx") | sha256sum | cut -c1-16)
+  if archive_up_to_date "$archive" "$recipe"; then
+    log "$archive is up to date (recipe $recipe)"
+    return 0
+  fi
+  local rootfs start=$SECONDS
+  rootfs=$(mktemp -d "/var/tmp/mmo-rootfs-searxng.XXXXXX")
+  scratch+=("$rootfs" "$rootfs.log" "$archive.tmp")
+  # python3-cffi-backend by name: debootstrap cannot resolve the virtual package
+  # python3-cryptography depends on.
+  debootstrap_rootfs "$rootfs" searx,busybox,python3-cffi-backend
+  ln -sf /bin/busybox "$rootfs/usr/bin/wget"
+  # Debian ships searx's default settings as an example only; use_default_settings reads them
+  # from the package directory, where upstream keeps them.
+  cp "$rootfs/usr/share/doc/searx/examples/settings.yml" "$rootfs/usr/lib/python3/dist-packages/searx/settings.yml"
+  if awk -F: '$3 == 977 {found = 1} END {exit !found}' "$rootfs/etc/passwd" "$rootfs/etc/group"; then
+    die "uid or gid 977 is taken in the $suite rootfs"
+  fi
+  echo 'searxng:x:977:977:searxng:/nonexistent:/usr/sbin/nologin' >>"$rootfs/etc/passwd"
+  echo 'searxng:x:977:' >>"$rootfs/etc/group"
+  install -d -o 977 -g 977 -m 0755 "$rootfs/etc/searxng"
+  trim_rootfs "$rootfs"
+  tar --numeric-owner -C "$rootfs" -c . | docker import \
+    --change 'USER 977:977' \
+    --change 'ENV SEARX_SETTINGS_PATH=/etc/searxng/settings.yml' \
+    --change 'ENV SEARXNG_SETTINGS_PATH=/etc/searxng/settings.yml' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'EXPOSE 8080' \
+    --change 'CMD ["python3", "-m", "searx.webapp"]' \
+    --change "LABEL org.multimodel.recipe=$recipe" \
+    - "$image" >/dev/null
+  save_archive "$image" "$archive" "$recipe"
+  log "$image took $((SECONDS - start)) s"
+}
+
 # $MMO_CACHE/wheels/backend: the offline wheelhouse of the reference backend (backend_wheelhouse),
 # every wheel checked against requirements.lock's sha256 pins by pip download itself.
 build_backend_wheelhouse() {
@@ -203,6 +247,8 @@ pids+=($!)
 ( trap cleanup EXIT; build_caddy_test ) &
 pids+=($!)
 ( trap cleanup EXIT; build_python_test ) &
+pids+=($!)
+( trap cleanup EXIT; build_searxng_test ) &
 pids+=($!)
 ( trap cleanup EXIT; build_backend_wheelhouse ) &
 pids+=($!)

@@ -40,15 +40,18 @@ start_dockerd() {
   die "dockerd did not answer within 60 s"
 }
 
-# The local sandbox's one secret (inventories/local: redis_password), random, made once.
+# The local sandbox's secrets (inventories/local: redis_password, searxng_secret_key),
+# random, made once.
 make_sandbox_secrets() {
-  local dir="$MMO_CACHE/secrets"
+  local dir="$MMO_CACHE/secrets" name
   install -d -m 0700 "$dir"
-  if [ ! -s "$dir/redis_password" ]; then
-    (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$dir/redis_password.tmp")
-    mv "$dir/redis_password.tmp" "$dir/redis_password"
-    log "generated the sandbox's Redis password in $dir"
-  fi
+  for name in redis_password searxng_secret_key; do
+    if [ ! -s "$dir/$name" ]; then
+      (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$dir/$name.tmp")
+      mv "$dir/$name.tmp" "$dir/$name"
+      log "generated the sandbox's $name in $dir"
+    fi
+  done
 }
 
 install_host_packages

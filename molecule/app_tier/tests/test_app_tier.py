@@ -11,7 +11,8 @@ import pytest
 CLIENT = "/usr/local/lib/mmo-stack-client.py"
 CA = "/var/lib/multimodel/caddy/caddy/pki/authorities/local/root.crt"
 REDIS_PASSWORD_FILE = "/etc/multimodel/redis/password"
-CONTAINERS = ["mmo-redis", "mmo-backend-1", "mmo-backend-2", "mmo-caddy"]
+SEARXNG_SETTINGS = "/etc/multimodel/searxng/settings.yml"
+CONTAINERS = ["mmo-redis", "mmo-searxng", "mmo-backend-1", "mmo-backend-2", "mmo-caddy"]
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +136,31 @@ def test_queries_survive_one_backend_replica_down(host, client):
 
 def test_no_secret_in_any_container_environment(host, host_json):
     password = host.file(REDIS_PASSWORD_FILE).content_string.strip()
+    secret_key = [line.split(":", 1)[1].strip() for line in host.file(SEARXNG_SETTINGS).content_string.splitlines()
+                  if line.strip().startswith("secret_key:")][0]
+    assert len(secret_key) >= 16
     for container in host_json("docker inspect " + " ".join(CONTAINERS)):
         assert password not in json.dumps(container["Config"]), container["Name"]
+        assert secret_key not in json.dumps(container["Config"]), container["Name"]
+    settings = host.file(SEARXNG_SETTINGS)
+    assert (settings.uid, settings.mode) == (977, 0o400)
+
+
+def backend_env(host_json, replica="mmo-backend-1"):
+    return dict(item.split("=", 1) for item in host_json(f"docker inspect {replica}")[0]["Config"]["Env"])
+
+
+def test_searxng_answers_the_backend(host, host_json, client):
+    assert backend_env(host_json)["MMO_SEARXNG_URL"] == "http://searxng:8080"
+    found = json.loads(host.check_output(
+        "docker exec mmo-backend-1 python3 -c \"import urllib.request as u; "
+        "print(u.urlopen('http://searxng:8080/search?q=llama&format=json', timeout=30).read().decode())\""))
+    assert found["query"] == "llama" and isinstance(found["results"], list)
+    # Through the whole stack: a query that asks for web results is answered (the sandbox's
+    # SearXNG has no internet access, so it finds nothing to add).
+    answer = client("post", "/api/query", json.dumps({"query": unique("Search the web"), "mode": "simple",
+                                                      "max_tokens": 8, "use_web": True}))
+    assert answer["status"] == 200, answer["text"]
 
 
 def test_metrics_of_backend_and_caddy(host, client):
@@ -168,8 +192,19 @@ def test_cached_answer_survives_a_redis_recreate(host, client, playbook):
     assert again["status"] == 200 and again["json"]["cached"] is True and again["json"]["answer"] == answer
 
 
+def test_searxng_off_removes_it_and_unwires_the_backend(host, host_json, playbook):
+    result = playbook("converge.yml", {"searxng_enabled": False}, tags="app")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert host.run("docker inspect mmo-searxng").rc != 0
+    assert backend_env(host_json)["MMO_SEARXNG_URL"] == ""
+    result = playbook("converge.yml", tags="app")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert backend_env(host_json)["MMO_SEARXNG_URL"] == "http://searxng:8080"
+
+
 @pytest.mark.parametrize("extra_vars, message", [
     ({"redis_password": ""}, "redis_password is not set"),
+    ({"searxng_secret_key": "short"}, "searxng_secret_key from a vaulted variable"),
     ({"caddy_site_extra": "no_such_directive on"}, "no_such_directive"),
 ])
 def test_bad_input_fails_and_leaves_the_stack_untouched(host, host_json, client, playbook, extra_vars, message):
@@ -177,7 +212,7 @@ def test_bad_input_fails_and_leaves_the_stack_untouched(host, host_json, client,
     caddyfile = host.file("/etc/multimodel/caddy/Caddyfile").content_string
     result = playbook("converge.yml", extra_vars, tags="app")
     assert result.returncode != 0
-    assert message in result.stdout, result.stdout[-3000:]
+    assert message in " ".join(result.stdout.split()), result.stdout[-3000:]
     assert containers(host_json) == before
     assert host.file("/etc/multimodel/caddy/Caddyfile").content_string == caddyfile
     assert query(client, unique("Still serving"))["status"] == 200
