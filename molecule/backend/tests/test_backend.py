@@ -107,8 +107,8 @@ def test_scale_up_then_down(host, host_json, playbook):
 
 def test_a_replica_that_is_not_ready_stops_the_rollout(host, host_json, playbook):
     before = state(host_json)
-    result = playbook("backend.yml", {"test_complex_url": "http://host.docker.internal:8099",
-                                       "test_ready_timeout": 6})
+    unreachable = {"test_complex_url": "http://host.docker.internal:8099", "test_ready_timeout": 6}
+    result = playbook("backend.yml", unreachable)
     assert result.returncode != 0
     message = flat(result.stdout)
     assert "backend replica mmo-backend-1 is running but not ready" in message
