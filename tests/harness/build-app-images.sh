@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # cleanup (EXIT traps) and customize_* (passed by name) look unreachable
 # Build the offline images the app-tier Molecule scenarios run, from Debian packages, into
 # archives that the scenarios load through the roles' air-gapped image supply
 # (docker_image_archives), exactly as operators load the official images on air-gapped hosts.
@@ -17,7 +18,6 @@ suite=${MMO_APP_IMAGE_SUITE:-bookworm}
 caddy_suite=${MMO_CADDY_IMAGE_SUITE:-forky}
 
 scratch=()
-# shellcheck disable=SC2317  # run by the EXIT traps
 cleanup() { [ ${#scratch[@]} -eq 0 ] || rm -rf "${scratch[@]}"; }
 trap cleanup EXIT
 
@@ -62,22 +62,41 @@ debootstrap_rootfs() {
   fi
 }
 
-# mmo/redis-test:7 - Debian's redis-server laid out like the official Alpine image, so the role
-# runs it with its production defaults: redis user 999:1000, /data owned by it as the working
-# directory, redis-server and redis-cli on PATH, /bin/sh for the health check, CMD redis-server.
-build_redis_test() {
-  local image=mmo/redis-test:7 archive="$out/redis-test.tar"
-  local recipe
-  recipe=$( (declare -f build_redis_test debootstrap_rootfs trim_rootfs save_archive; echo "$suite redis-server") | sha256sum | cut -c1-16)
+# build_debian_image NAME IMAGE SUITE PACKAGES CUSTOMIZE [DOCKERFILE-CHANGE...]: a minimal SUITE
+# root filesystem with PACKAGES, shaped by the function CUSTOMIZE (called with the rootfs),
+# trimmed and imported as IMAGE with the given changes (PATH and the recipe label are added),
+# then saved to $out/NAME.tar. Skipped when the archive was built from the same recipe (these
+# functions, CUSTOMIZE and the arguments).
+build_debian_image() {
+  local name=$1 image=$2 release=$3 packages=$4 customize=$5
+  shift 5
+  local archive="$out/$name.tar" recipe
+  recipe=$( (declare -f build_debian_image "$customize" debootstrap_rootfs trim_rootfs save_archive
+             echo "$release $packages $*") | sha256sum | cut -c1-16)
   if archive_up_to_date "$archive" "$recipe"; then
     log "$archive is up to date (recipe $recipe)"
     return 0
   fi
-  local rootfs start=$SECONDS
-  rootfs=$(mktemp -d "/var/tmp/mmo-rootfs-redis.XXXXXX")
+  local rootfs start=$SECONDS change changes=()
+  rootfs=$(mktemp -d "/var/tmp/mmo-rootfs-$name.XXXXXX")
   scratch+=("$rootfs" "$rootfs.log" "$archive.tmp")
-  debootstrap_rootfs "$rootfs" redis-server
+  debootstrap_rootfs "$rootfs" "$packages" "$release"
+  "$customize" "$rootfs"
+  trim_rootfs "$rootfs"
+  for change in "$@" 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+                "LABEL org.multimodel.recipe=$recipe"; do
+    changes+=(--change "$change")
+  done
+  tar --numeric-owner -C "$rootfs" -c . | docker import "${changes[@]}" - "$image" >/dev/null
+  save_archive "$image" "$archive" "$recipe"
+  log "$image took $((SECONDS - start)) s"
+}
 
+# mmo/redis-test:7 - Debian's redis-server laid out like the official Alpine image, so the role
+# runs it with its production defaults: redis user 999:1000, /data owned by it as the working
+# directory, redis-server and redis-cli on PATH, /bin/sh for the health check, CMD redis-server.
+customize_redis() {
+  local rootfs=$1
   # Give the redis user and group the official image's ids, and everything they own with them.
   local old_uid old_gid
   old_uid=$(awk -F: '$1 == "redis" {print $3}' "$rootfs/etc/passwd")
@@ -98,18 +117,10 @@ build_redis_test() {
     find "$rootfs" -xdev -gid "$old_gid" -exec chgrp -h 1000 {} +
   fi
   install -d -o 999 -g 1000 -m 0750 "$rootfs/data"
-  trim_rootfs "$rootfs"
-
-  tar --numeric-owner -C "$rootfs" -c . | docker import \
-    --change 'USER 999:1000' \
-    --change 'WORKDIR /data' \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'EXPOSE 6379' \
-    --change 'CMD ["redis-server"]' \
-    --change "LABEL org.multimodel.recipe=$recipe" \
-    - "$image" >/dev/null
-  save_archive "$image" "$archive" "$recipe"
-  log "$image took $((SECONDS - start)) s"
+}
+build_redis_test() {
+  build_debian_image redis-test mmo/redis-test:7 "$suite" redis-server customize_redis \
+    'USER 999:1000' 'WORKDIR /data' 'EXPOSE 6379' 'CMD ["redis-server"]'
 }
 
 # mmo/caddy-test:2 - Debian testing's caddy (2.11; Debian 12 and 13 ship 2.6, which cannot
@@ -117,58 +128,24 @@ build_redis_test() {
 # /etc/caddy/Caddyfile, XDG_CONFIG_HOME=/config, XDG_DATA_HOME=/data, WORKDIR /srv, the same
 # CMD, and wget (busybox, as in the official Alpine image) for the health check. Like the
 # official image it has no user of its own: the caddy role picks the uid.
-build_caddy_test() {
-  local image=mmo/caddy-test:2 archive="$out/caddy-test.tar"
-  local recipe
-  recipe=$( (declare -f build_caddy_test debootstrap_rootfs trim_rootfs save_archive; echo "$caddy_suite caddy") | sha256sum | cut -c1-16)
-  if archive_up_to_date "$archive" "$recipe"; then
-    log "$archive is up to date (recipe $recipe)"
-    return 0
-  fi
-  local rootfs start=$SECONDS
-  rootfs=$(mktemp -d "/var/tmp/mmo-rootfs-caddy.XXXXXX")
-  scratch+=("$rootfs" "$rootfs.log" "$archive.tmp")
-  debootstrap_rootfs "$rootfs" caddy,ca-certificates,busybox "$caddy_suite"
+customize_caddy() {
+  local rootfs=$1
   ln -sf /bin/busybox "$rootfs/usr/bin/wget"
   mkdir -p "$rootfs"/{config,data,srv,etc/caddy}
   printf ':80 {\n\trespond "caddy-test"\n}\n' >"$rootfs/etc/caddy/Caddyfile"
-  trim_rootfs "$rootfs"
-  tar --numeric-owner -C "$rootfs" -c . | docker import \
-    --change 'ENV XDG_CONFIG_HOME=/config' \
-    --change 'ENV XDG_DATA_HOME=/data' \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'WORKDIR /srv' \
-    --change 'EXPOSE 80 443 443/udp 2019' \
-    --change 'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]' \
-    --change "LABEL org.multimodel.recipe=$recipe" \
-    - "$image" >/dev/null
-  save_archive "$image" "$archive" "$recipe"
-  log "$image took $((SECONDS - start)) s"
+}
+build_caddy_test() {
+  build_debian_image caddy-test mmo/caddy-test:2 "$caddy_suite" caddy,ca-certificates,busybox customize_caddy \
+    'ENV XDG_CONFIG_HOME=/config' 'ENV XDG_DATA_HOME=/data' 'WORKDIR /srv' 'EXPOSE 80 443 443/udp 2019' \
+    'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]'
 }
 
 # mmo/python-test:3.11 - the stand-in for python:3.11-slim-bookworm that the backend role
 # builds the reference backend on: Debian 12's python3 with venv (ensurepip).
+customize_python() { :; }
 build_python_test() {
-  local image=mmo/python-test:3.11 archive="$out/python-test.tar"
-  local recipe
-  recipe=$( (declare -f build_python_test debootstrap_rootfs trim_rootfs save_archive; echo "$suite python3") | sha256sum | cut -c1-16)
-  if archive_up_to_date "$archive" "$recipe"; then
-    log "$archive is up to date (recipe $recipe)"
-    return 0
-  fi
-  local rootfs start=$SECONDS
-  rootfs=$(mktemp -d "/var/tmp/mmo-rootfs-python.XXXXXX")
-  scratch+=("$rootfs" "$rootfs.log" "$archive.tmp")
-  debootstrap_rootfs "$rootfs" python3,python3-venv,ca-certificates
-  trim_rootfs "$rootfs"
-  tar --numeric-owner -C "$rootfs" -c . | docker import \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'ENV LANG=C.UTF-8' \
-    --change 'CMD ["python3"]' \
-    --change "LABEL org.multimodel.recipe=$recipe" \
-    - "$image" >/dev/null
-  save_archive "$image" "$archive" "$recipe"
-  log "$image took $((SECONDS - start)) s"
+  build_debian_image python-test mmo/python-test:3.11 "$suite" python3,python3-venv,ca-certificates \
+    customize_python 'ENV LANG=C.UTF-8' 'CMD ["python3"]'
 }
 
 # mmo/searxng-test:1 - the stand-in for the official searxng image, which cannot be pulled or
@@ -177,20 +154,8 @@ build_python_test() {
 # JSON search API (/search?format=json) and /healthz. Laid out like the official image: the
 # searxng user 977:977, settings at /etc/searxng/settings.yml, port 8080, wget for the health
 # check.
-build_searxng_test() {
-  local image=mmo/searxng-test:1 archive="$out/searxng-test.tar"
-  local recipe
-  recipe=$( (declare -f build_searxng_test debootstrap_rootfs trim_rootfs save_archive; echo "$suite searx") | sha256sum | cut -c1-16)
-  if archive_up_to_date "$archive" "$recipe"; then
-    log "$archive is up to date (recipe $recipe)"
-    return 0
-  fi
-  local rootfs start=$SECONDS
-  rootfs=$(mktemp -d "/var/tmp/mmo-rootfs-searxng.XXXXXX")
-  scratch+=("$rootfs" "$rootfs.log" "$archive.tmp")
-  # python3-cffi-backend by name: debootstrap cannot resolve the virtual package
-  # python3-cryptography depends on.
-  debootstrap_rootfs "$rootfs" searx,busybox,python3-cffi-backend
+customize_searxng() {
+  local rootfs=$1
   ln -sf /bin/busybox "$rootfs/usr/bin/wget"
   # Debian ships searx's default settings as an example only; use_default_settings reads them
   # from the package directory, where upstream keeps them.
@@ -201,18 +166,13 @@ build_searxng_test() {
   echo 'searxng:x:977:977:searxng:/nonexistent:/usr/sbin/nologin' >>"$rootfs/etc/passwd"
   echo 'searxng:x:977:' >>"$rootfs/etc/group"
   install -d -o 977 -g 977 -m 0755 "$rootfs/etc/searxng"
-  trim_rootfs "$rootfs"
-  tar --numeric-owner -C "$rootfs" -c . | docker import \
-    --change 'USER 977:977' \
-    --change 'ENV SEARX_SETTINGS_PATH=/etc/searxng/settings.yml' \
-    --change 'ENV SEARXNG_SETTINGS_PATH=/etc/searxng/settings.yml' \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'EXPOSE 8080' \
-    --change 'CMD ["python3", "-m", "searx.webapp"]' \
-    --change "LABEL org.multimodel.recipe=$recipe" \
-    - "$image" >/dev/null
-  save_archive "$image" "$archive" "$recipe"
-  log "$image took $((SECONDS - start)) s"
+}
+build_searxng_test() {
+  # python3-cffi-backend by name: debootstrap cannot resolve the virtual package
+  # python3-cryptography depends on.
+  build_debian_image searxng-test mmo/searxng-test:1 "$suite" searx,busybox,python3-cffi-backend \
+    customize_searxng 'USER 977:977' 'ENV SEARX_SETTINGS_PATH=/etc/searxng/settings.yml' \
+    'ENV SEARXNG_SETTINGS_PATH=/etc/searxng/settings.yml' 'EXPOSE 8080' 'CMD ["python3", "-m", "searx.webapp"]'
 }
 
 # $MMO_CACHE/wheels/backend: the offline wheelhouse of the reference backend (backend_wheelhouse),
