@@ -1,0 +1,131 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, multimodel.orchestration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""How the stack's topology resolves: the model tier's instances, where each answers, the
+backend's tier map, and which keys of a configuration changed.
+
+One place for rules the roles used to write in Jinja loops (and wrote twice, drifting).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+
+# The llama_cpp_servers role's default for llama_cpp_servers_bind_address. Other roles read a
+# model host's instances from its hostvars, where the role's defaults are not visible unless
+# the role runs on that host in the same play; tests/unit/plugins/filter checks the two agree.
+DEFAULT_BIND_ADDRESS = "127.0.0.1"
+
+# A wildcard bind is probed, on the host itself, on loopback.
+_WILDCARD_PROBE = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+# The host name a container reaches its own host by (the backend's extra_hosts: host-gateway).
+DOCKER_HOST_GATEWAY = "host.docker.internal"
+
+# What the backend keeps of a tier (the reference backend's MMO_TIERS_JSON contract is the
+# first four; bind and host serve the backend role's checks).
+_TIER_KEYS = ("name", "url", "complexity", "alias")
+
+
+def _http_url(address: str, port: Any) -> str:
+    """http://address:port, with an IPv6 literal in brackets."""
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{port}"
+
+
+def _require_list(value: Any, what: str) -> Sequence:
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise AnsibleFilterError(f"{what} must be a list, got {type(value).__name__}: {value!r}")
+    return value
+
+
+def llama_instances(instances: Any, defaults: Any = None, bind_address: str = DEFAULT_BIND_ADDRESS) -> list[dict]:
+    """Each instance over the defaults: instance_defaults, then the role-wide bind address
+    and an alias of the lower-cased name, then the instance's own keys. Each result also
+    carries ``url``, where the instance answers on its own host (a wildcard bind on loopback)."""
+    resolved = []
+    for index, instance in enumerate(_require_list(instances, "llama_cpp_servers_instances")):
+        if not isinstance(instance, Mapping) or not instance.get("name"):
+            raise AnsibleFilterError(
+                f"llama_cpp_servers_instances[{index}] must be a mapping with a name, got {instance!r}")
+        merged = dict(defaults or {})
+        merged.update(bind_address=bind_address, alias=str(instance["name"]).lower())
+        merged.update(instance)
+        address = _WILDCARD_PROBE.get(merged["bind_address"], merged["bind_address"])
+        merged["url"] = _http_url(address, merged.get("port"))
+        resolved.append(merged)
+    return resolved
+
+
+def llama_endpoints(resolved: Any) -> list[dict]:
+    """What model_health probes for resolved instances: name, alias and url."""
+    return [{"name": i["name"], "alias": i["alias"], "url": i["url"]}
+            for i in _require_list(resolved, "resolved instances")]
+
+
+def backend_tiers(hosts: Any, hostvars: Mapping, backend_host: str) -> list[dict]:
+    """The model tier as a backend on ``backend_host`` reaches it: every instance of every
+    host in ``hosts``, resolved as the llama_cpp_servers role resolves it there.
+
+    An instance on the backend's own host is reached through the Docker host gateway; one
+    bound to a wildcard address through its host's ansible_host (or inventory name); any
+    other through its bind address. Each tier has name, url, complexity, alias, and the
+    bind address and host the backend role checks."""
+    tiers = []
+    for host in _require_list(hosts, "hosts"):
+        host_vars = hostvars[host]
+        resolved = llama_instances(
+            host_vars.get("llama_cpp_servers_instances") or [],
+            host_vars.get("llama_cpp_servers_instance_defaults") or {},
+            host_vars.get("llama_cpp_servers_bind_address", DEFAULT_BIND_ADDRESS))
+        for instance in resolved:
+            bind = instance["bind_address"]
+            if host == backend_host:
+                address = DOCKER_HOST_GATEWAY
+            elif bind in _WILDCARDS:
+                address = host_vars.get("ansible_host", host)
+            else:
+                address = bind
+            tiers.append({
+                "name": instance["name"],
+                "url": _http_url(address, instance.get("port")),
+                "complexity": instance.get("complexity", ""),
+                "alias": instance["alias"],
+                "bind": bind,
+                "host": host,
+            })
+    return tiers
+
+
+def tier_contract(tiers: Any) -> list[dict]:
+    """Tiers as the reference backend reads them (MMO_TIERS_JSON): name, url, complexity, alias."""
+    return [{key: tier[key] for key in _TIER_KEYS if key in tier} for tier in _require_list(tiers, "tiers")]
+
+
+def changed_keys(old: Any, new: Any) -> list[str]:
+    """Sorted keys whose values differ between two mappings (added and removed keys included)."""
+    old, new = old or {}, new or {}
+    for what, value in (("old", old), ("new", new)):
+        if not isinstance(value, Mapping):
+            raise AnsibleFilterError(f"changed_keys: the {what} value must be a mapping, got {value!r}")
+    return sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
+
+
+class FilterModule:
+    """Topology filters of multimodel.orchestration."""
+
+    def filters(self):
+        return {
+            "llama_instances": llama_instances,
+            "llama_endpoints": llama_endpoints,
+            "backend_tiers": backend_tiers,
+            "tier_contract": tier_contract,
+            "changed_keys": changed_keys,
+        }

@@ -1,0 +1,178 @@
+# Copyright (c) 2026, multimodel.orchestration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Unit tests of the topology filters, and of the rules they share with the roles."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.multimodel.orchestration.plugins.filter import topology
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+
+DEFAULTS = {'parallel': 2, 'flash_attn': 'auto', 'extra_args': []}
+
+
+def test_instance_resolves_over_defaults_bind_and_lowercase_alias():
+    [resolved] = topology.llama_instances([{'name': 'Q2_FAST_1', 'port': 8080, 'parallel': 4}], DEFAULTS, '10.0.0.5')
+    assert resolved == {'name': 'Q2_FAST_1', 'port': 8080, 'parallel': 4, 'flash_attn': 'auto', 'extra_args': [],
+                        'bind_address': '10.0.0.5', 'alias': 'q2_fast_1', 'url': 'http://10.0.0.5:8080'}
+
+
+def test_instance_keys_win_over_alias_and_bind_defaults():
+    [resolved] = topology.llama_instances(
+        [{'name': 'Q4', 'port': 9000, 'alias': 'deep', 'bind_address': '::1'}], DEFAULTS, '0.0.0.0')
+    assert (resolved['alias'], resolved['bind_address'], resolved['url']) == ('deep', '::1', 'http://[::1]:9000')
+
+
+@pytest.mark.parametrize('bind, url', [
+    ('0.0.0.0', 'http://127.0.0.1:8080'),
+    ('::', 'http://[::1]:8080'),
+    ('', 'http://127.0.0.1:8080'),
+    ('172.17.0.1', 'http://172.17.0.1:8080'),
+])
+def test_wildcard_binds_are_probed_on_loopback(bind, url):
+    [resolved] = topology.llama_instances([{'name': 'a', 'port': 8080, 'bind_address': bind}])
+    assert resolved['url'] == url
+
+
+def test_defaults_are_not_mutated_and_instances_keep_their_order():
+    defaults = dict(DEFAULTS)
+    resolved = topology.llama_instances([{'name': 'b', 'port': 2}, {'name': 'a', 'port': 1}], defaults)
+    assert [i['name'] for i in resolved] == ['b', 'a']
+    assert defaults == DEFAULTS
+
+
+def test_no_instances_resolve_to_none():
+    assert topology.llama_instances(None) == []
+    assert topology.llama_instances([]) == []
+
+
+@pytest.mark.parametrize('instances, message', [
+    ({'name': 'a'}, 'must be a list, got dict'),
+    ('a', 'must be a list, got str'),
+    ([{'port': 1}], r"llama_cpp_servers_instances\[0\] must be a mapping with a name"),
+    (['Q2'], r"llama_cpp_servers_instances\[0\] must be a mapping with a name, got 'Q2'"),
+])
+def test_bad_instance_lists_are_named(instances, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        topology.llama_instances(instances)
+
+
+def test_endpoints_keep_what_model_health_takes():
+    resolved = topology.llama_instances([{'name': 'A', 'port': 1, 'complexity': 'simple'}], DEFAULTS)
+    assert topology.llama_endpoints(resolved) == [{'name': 'A', 'alias': 'a', 'url': 'http://127.0.0.1:1'}]
+
+
+HOSTVARS = {
+    'gpu1': {'ansible_host': '192.0.2.10', 'llama_cpp_servers_bind_address': '0.0.0.0',
+             'llama_cpp_servers_instances': [{'name': 'Q2_FAST_1', 'port': 8080, 'complexity': 'simple'},
+                                             {'name': 'Q3', 'port': 8082, 'complexity': 'moderate',
+                                              'bind_address': '192.0.2.11', 'alias': 'synth'}]},
+    'gpu2': {'llama_cpp_servers_bind_address': '::',
+             'llama_cpp_servers_instances': [{'name': 'Q4_DEEP', 'port': 8083, 'complexity': 'complex'}]},
+    'app1': {'llama_cpp_servers_instances': [{'name': 'local', 'port': 8090, 'complexity': 'simple',
+                                              'bind_address': '172.17.0.1'}]},
+    'bare': {},
+}
+
+
+def test_backend_tiers_reach_each_instance_as_the_backend_host_sees_it():
+    tiers = topology.backend_tiers(['gpu1', 'gpu2', 'app1', 'bare'], HOSTVARS, 'app1')
+    assert tiers == [
+        {'name': 'Q2_FAST_1', 'url': 'http://192.0.2.10:8080', 'complexity': 'simple', 'alias': 'q2_fast_1',
+         'bind': '0.0.0.0', 'host': 'gpu1'},
+        {'name': 'Q3', 'url': 'http://192.0.2.11:8082', 'complexity': 'moderate', 'alias': 'synth',
+         'bind': '192.0.2.11', 'host': 'gpu1'},
+        # no ansible_host: the inventory name
+        {'name': 'Q4_DEEP', 'url': 'http://gpu2:8083', 'complexity': 'complex', 'alias': 'q4_deep',
+         'bind': '::', 'host': 'gpu2'},
+        # on the backend's own host: through the Docker host gateway
+        {'name': 'local', 'url': 'http://host.docker.internal:8090', 'complexity': 'simple', 'alias': 'local',
+         'bind': '172.17.0.1', 'host': 'app1'},
+    ]
+
+
+def test_backend_tiers_use_the_role_default_bind_and_keep_a_missing_complexity_empty():
+    hostvars = {'gpu': {'llama_cpp_servers_instances': [{'name': 'x', 'port': 1}]}}
+    [tier] = topology.backend_tiers(['gpu'], hostvars, 'app')
+    assert (tier['bind'], tier['url'], tier['complexity']) == ('127.0.0.1', 'http://127.0.0.1:1', '')
+
+
+def test_backend_tiers_apply_the_model_hosts_instance_defaults():
+    hostvars = {'gpu': {'llama_cpp_servers_instance_defaults': {'complexity': 'simple'},
+                        'llama_cpp_servers_instances': [{'name': 'x', 'port': 1}]}}
+    assert topology.backend_tiers(['gpu'], hostvars, 'app')[0]['complexity'] == 'simple'
+
+
+def test_tier_contract_keeps_the_reference_backends_keys():
+    tiers = topology.backend_tiers(['gpu1'], HOSTVARS, 'app1')
+    assert topology.tier_contract(tiers)[0] == {'name': 'Q2_FAST_1', 'url': 'http://192.0.2.10:8080',
+                                                'complexity': 'simple', 'alias': 'q2_fast_1'}
+    assert topology.tier_contract([{'name': 'n', 'url': 'u', 'complexity': 'c'}]) == [
+        {'name': 'n', 'url': 'u', 'complexity': 'c'}]
+
+
+@pytest.mark.parametrize('old, new, keys', [
+    ({}, {}, []),
+    (None, {'a': 1}, ['a']),
+    ({'a': 1, 'b': [1]}, {'a': 1, 'b': [1, 2]}, ['b']),
+    ({'debug': True, 'data-root': '/d'}, {'data-root': '/e', 'labels': []}, ['data-root', 'debug', 'labels']),
+    ({'a': None}, {}, []),  # an absent key and a null one are the same to dockerd
+])
+def test_changed_keys(old, new, keys):
+    assert topology.changed_keys(old, new) == keys
+
+
+def test_changed_keys_names_a_non_mapping():
+    with pytest.raises(AnsibleFilterError, match=r"the new value must be a mapping, got \['a'\]"):
+        topology.changed_keys({}, ['a'])
+
+
+def test_the_default_bind_address_is_the_llama_roles_default():
+    with open(os.path.join(ROOT, 'roles', 'llama_cpp_servers', 'defaults', 'main.yml'), encoding='utf-8') as f:
+        defaults = yaml.safe_load(f)
+    assert defaults['llama_cpp_servers_bind_address'] == topology.DEFAULT_BIND_ADDRESS
+
+
+def test_filters_run_in_a_real_play_with_hostvars(tmp_path):
+    """The filters as a playbook calls them: by FQCN, with a real inventory's hostvars."""
+    (tmp_path / 'inventory.yml').write_text(yaml.safe_dump({'all': {'children': {
+        'llama_servers': {'hosts': {'gpu1': HOSTVARS['gpu1'], 'gpu2': HOSTVARS['gpu2']}},
+        'app_servers': {'hosts': {'app1': {}}}}}}))
+    (tmp_path / 'play.yml').write_text(textwrap.dedent("""\
+        - hosts: app_servers
+          gather_facts: false
+          connection: local
+          tasks:
+            - ansible.builtin.copy:
+                dest: "{{ out }}"
+                content: >-
+                  {{ {'tiers': groups['llama_servers'] | multimodel.orchestration.backend_tiers(hostvars, inventory_hostname)
+                               | multimodel.orchestration.tier_contract,
+                      'endpoints': hostvars['gpu1'].llama_cpp_servers_instances
+                                   | multimodel.orchestration.llama_instances({}, '0.0.0.0')
+                                   | multimodel.orchestration.llama_endpoints} | to_json }}
+              delegate_to: localhost
+        """))
+    out = tmp_path / 'out.json'
+    env = {k: v for k, v in os.environ.items() if not k.startswith('ANSIBLE_STRATEGY')}
+    # The directory this test imported the collection from (conftest links the checkout there).
+    env['ANSIBLE_COLLECTIONS_PATH'] = topology.__file__.rsplit(os.sep + 'ansible_collections' + os.sep, 1)[0]
+    run = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'),
+                          '-i', str(tmp_path / 'inventory.yml'), str(tmp_path / 'play.yml'), '-e', f'out={out}'],
+                         env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = json.loads(out.read_text())
+    assert [t['url'] for t in result['tiers']] == ['http://192.0.2.10:8080', 'http://192.0.2.11:8082',
+                                                  'http://gpu2:8083']
+    assert result['endpoints'] == [{'name': 'Q2_FAST_1', 'alias': 'q2_fast_1', 'url': 'http://127.0.0.1:8080'},
+                                   {'name': 'Q3', 'alias': 'synth', 'url': 'http://192.0.2.11:8082'}]
