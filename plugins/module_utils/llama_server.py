@@ -6,14 +6,13 @@
 """Health probing of llama.cpp ``llama-server`` endpoints.
 
 Standard library only, so it runs on any target and can be unit tested without Ansible.
+Private to this collection (used by its modules): not a public API, it may change in any release.
 The entry points are :func:`normalize_endpoints` (input validation),
 :func:`probe_endpoint` (one endpoint, retried until a deadline) and
 :func:`probe_endpoints` (many endpoints concurrently).
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
+from __future__ import annotations
 
 import http.client
 import json
@@ -21,9 +20,10 @@ import socket
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Optional
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
-from urllib.request import HTTPRedirectHandler, HTTPSHandler, ProxyHandler, Request, build_opener
+from urllib.request import HTTPRedirectHandler, HTTPSHandler, OpenerDirector, ProxyHandler, Request, build_opener
 
 # Failure reasons (the ``reason`` field of a result).
 REFUSED = 'refused'
@@ -49,21 +49,21 @@ _USER_AGENT = 'multimodel.orchestration-model_health'
 class ProbeFailure(Exception):
     """One failed probe attempt: a short reason, a human detail, and whether to retry."""
 
-    def __init__(self, reason, detail=None, retry=True):
-        super(ProbeFailure, self).__init__(reason)
+    def __init__(self, reason: str, detail: Optional[str] = None, retry: bool = True) -> None:
+        super().__init__(reason)
         self.reason = reason
         self.detail = detail
         self.retry = retry
         # What the attempt learnt before failing (e.g. the served models).
-        self.found = {}
+        self.found: dict[str, Any] = {}
 
 
 class ProbeOptions:
     """Settings shared by every endpoint of one probe run."""
 
-    def __init__(self, api_key=None, request_timeout=30.0, interval=1.0, generate=False,
-                 prompt='Hello', max_tokens=8, check_slots=False, validate_certs=True,
-                 use_proxy=True):
+    def __init__(self, api_key: Optional[str] = None, request_timeout: float = 30.0, interval: float = 1.0,
+                 generate: bool = False, prompt: str = 'Hello', max_tokens: int = 8, check_slots: bool = False,
+                 validate_certs: bool = True, use_proxy: bool = True) -> None:
         self.api_key = api_key
         self.request_timeout = float(request_timeout)
         self.interval = float(interval)
@@ -75,7 +75,7 @@ class ProbeOptions:
         self.use_proxy = bool(use_proxy)
 
 
-def normalize_endpoints(endpoints):
+def normalize_endpoints(endpoints: Any) -> list[dict[str, Any]]:
     """Validate the endpoint list and return cleaned copies.
 
     Each entry needs ``url`` (http or https, host required, no query or fragment);
@@ -85,7 +85,7 @@ def normalize_endpoints(endpoints):
     if not endpoints:
         raise ValueError('endpoints must list at least one llama-server endpoint')
     cleaned = []
-    seen = {}
+    seen: dict[str, int] = {}
     for index, entry in enumerate(endpoints, start=1):
         if not isinstance(entry, dict):
             raise ValueError('endpoints[%d] must be a dict with a url, got %r' % (index, entry))
@@ -125,7 +125,7 @@ def normalize_endpoints(endpoints):
     return cleaned
 
 
-def failure_summary(result):
+def failure_summary(result: dict[str, Any]) -> str:
     """One line for an unhealthy result, e.g. "Q4 (http://h:8080): wrong_model (...)"."""
     text = '%s (%s): %s' % (result['name'], result['url'], result['reason'])
     if result.get('detail'):
@@ -141,8 +141,8 @@ class _NoRedirect(HTTPRedirectHandler):
         return None
 
 
-def _build_opener(options, https):
-    handlers = [_NoRedirect()]
+def _build_opener(options: ProbeOptions, https: bool) -> OpenerDirector:
+    handlers: list[Any] = [_NoRedirect()]
     if not options.use_proxy:
         handlers.append(ProxyHandler({}))
     if https:
@@ -155,7 +155,7 @@ def _build_opener(options, https):
     return build_opener(*handlers)
 
 
-def _os_error_failure(error, what):
+def _os_error_failure(error: OSError, what: str) -> ProbeFailure:
     """Map a socket-level error to a ProbeFailure."""
     if isinstance(error, ConnectionRefusedError):
         return ProbeFailure(REFUSED)
@@ -171,7 +171,7 @@ class _Client:
     """HTTP calls to one llama-server, each bounded by the per-request timeout and the
     endpoint's deadline."""
 
-    def __init__(self, base_url, api_key, options, deadline):
+    def __init__(self, base_url: str, api_key: Optional[str], options: ProbeOptions, deadline: float) -> None:
         self.base_url = base_url
         self.options = options
         self.deadline = deadline
@@ -180,11 +180,11 @@ class _Client:
         if api_key:
             self.headers['Authorization'] = 'Bearer ' + api_key
 
-    def _timeout(self):
+    def _timeout(self) -> float:
         remaining = self.deadline - time.monotonic()
         return max(_MIN_REQUEST_TIMEOUT, min(self.options.request_timeout, remaining))
 
-    def call(self, method, path, payload=None):
+    def call(self, method: str, path: str, payload: Optional[dict[str, Any]] = None) -> tuple[int, bytes]:
         """Return (http status, body bytes); raise ProbeFailure when nothing usable came back."""
         what = '%s %s' % (method, path)
         headers = dict(self.headers)
@@ -223,7 +223,7 @@ class _Client:
             # Read-phase timeouts (socket.timeout) and other socket errors.
             raise _os_error_failure(exc, what)
 
-    def get_json(self, path, method='GET', payload=None):
+    def get_json(self, path: str, method: str = 'GET', payload: Optional[dict[str, Any]] = None) -> Any:
         """Call path and return its decoded JSON; map HTTP errors to failures."""
         status, body = self.call(method, path, payload)
         if status != 200:
@@ -235,7 +235,7 @@ class _Client:
                                % (method, path, body[:80]))
 
 
-def _error_message(body):
+def _error_message(body: bytes) -> Optional[str]:
     """The message of a llama-server JSON error body, else a short raw excerpt."""
     try:
         data = json.loads(body.decode('utf-8'))
@@ -252,7 +252,7 @@ def _error_message(body):
     return None
 
 
-def _status_failure(status, body, path):
+def _status_failure(status: int, body: bytes, path: str) -> ProbeFailure:
     message = _error_message(body)
     if status == 503:
         # llama-server answers 503 on every endpoint while it loads the model.
@@ -266,7 +266,7 @@ def _status_failure(status, body, path):
     return ProbeFailure('http_%d' % status, detail, retry=status >= 500 or status in (408, 429))
 
 
-def _served_models(data):
+def _served_models(data: Any) -> list[str]:
     """Model names listed by GET /v1/models (OpenAI format: {"data": [{"id": ...}]}).
 
     llama-server lists one entry per model whose ``id`` is the first ``--alias`` (or the
@@ -287,7 +287,7 @@ def _served_models(data):
     return served
 
 
-def _generation_stats(data, latency_ms):
+def _generation_stats(data: Any, latency_ms: float) -> tuple[Optional[int], Optional[float]]:
     """Tokens generated and tokens/s from a /v1/completions response.
 
     llama-server adds a ``timings`` object (predicted_n, predicted_per_second); other
@@ -311,7 +311,7 @@ def _generation_stats(data, latency_ms):
     return tokens, tps
 
 
-def _slot_counts(data):
+def _slot_counts(data: Any) -> tuple[int, int]:
     """(total, busy) from GET /slots: a list of slots with ``is_processing`` (current
     llama-server) or ``state`` (older builds: 0 idle, 1 processing)."""
     if not isinstance(data, list):
@@ -327,9 +327,9 @@ def _slot_counts(data):
     return len(data), busy
 
 
-def _probe_once(client, endpoint, options):
+def _probe_once(client: _Client, endpoint: dict[str, Any], options: ProbeOptions) -> dict[str, Any]:
     """One full check of an endpoint; return the measured fields or raise ProbeFailure."""
-    found = {'models': None, 'latency_ms': None, 'tokens_per_second': None,
+    found: dict[str, Any] = {'models': None, 'latency_ms': None, 'tokens_per_second': None,
              'tokens_generated': None, 'slots_total': None, 'slots_busy': None, 'detail': None}
     try:
         _run_checks(client, endpoint, options, found)
@@ -339,7 +339,7 @@ def _probe_once(client, endpoint, options):
     return found
 
 
-def _run_checks(client, endpoint, options, found):
+def _run_checks(client: _Client, endpoint: dict[str, Any], options: ProbeOptions, found: dict[str, Any]) -> None:
     """/health, /v1/models, then the optional generation and /slots; fills ``found``."""
     health = client.get_json('/health')
     if not isinstance(health, dict):
@@ -383,7 +383,7 @@ def _run_checks(client, endpoint, options, found):
             raise _status_failure(status, body, '/slots')
 
 
-def _new_result(endpoint):
+def _new_result(endpoint: dict[str, Any]) -> dict[str, Any]:
     return {
         'name': endpoint['name'],
         'url': endpoint['url'],
@@ -403,7 +403,8 @@ def _new_result(endpoint):
     }
 
 
-def probe_endpoint(endpoint, options, timeout, sleep=time.sleep):
+def probe_endpoint(endpoint: dict[str, Any], options: ProbeOptions, timeout: float,
+                   sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
     """Probe one normalized endpoint until it is healthy or ``timeout`` seconds pass.
 
     Transient failures (refused, timeout, loading, 5xx) are retried every
@@ -414,7 +415,7 @@ def probe_endpoint(endpoint, options, timeout, sleep=time.sleep):
     deadline = started + float(timeout)
     result = _new_result(endpoint)
     client = _Client(endpoint['url'], endpoint['api_key'] or options.api_key, options, deadline)
-    failure = None
+    failure: Optional[ProbeFailure] = None
     while True:
         result['attempts'] += 1
         try:
@@ -447,7 +448,8 @@ def probe_endpoint(endpoint, options, timeout, sleep=time.sleep):
     return result
 
 
-def probe_endpoints(endpoints, options, timeout, sleep=time.sleep):
+def probe_endpoints(endpoints: list[dict[str, Any]], options: ProbeOptions, timeout: float,
+                    sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
     """Probe normalized endpoints concurrently (one thread each, up to 32), so the run
     takes about as long as the slowest endpoint. Results keep the input order."""
     if not endpoints:
