@@ -32,21 +32,11 @@ def config_get(host, key):
     return lines[1]
 
 
-def flat(output):
-    """Output with every run of whitespace made one space (long messages wrap in the YAML result)."""
-    return " ".join(output.split())
-
-
-def recap(output):
-    """The PLAY RECAP line's counters of the single host a playbook ran against."""
-    line = [ln for ln in output.splitlines() if " : ok=" in ln][-1]
-    return dict(field.split("=") for field in line.split(":", 1)[1].split())
-
-
 def test_running_and_healthy(inspect):
     assert inspect["State"]["Running"] is True
     assert inspect["State"]["Health"]["Status"] == "healthy"
     assert inspect["Config"]["Image"] == IMAGE
+    assert inspect["Config"]["Healthcheck"]["Test"][0] == "CMD-SHELL"
 
 
 def test_runs_as_non_root(host, inspect):
@@ -57,46 +47,17 @@ def test_runs_as_non_root(host, inspect):
     assert host.check_output(f"ps -o uid= -o comm= -p {pid}").split() == ["999", "redis-server"]
 
 
-def test_hardening(host, inspect):
-    config = inspect["HostConfig"]
-    assert config["ReadonlyRootfs"] is True
-    assert config["CapDrop"] == ["ALL"]
-    assert not config["CapAdd"]
-    assert config["SecurityOpt"] == ["no-new-privileges"]
-    assert config["Privileged"] is False
-    assert "/tmp" in config["Tmpfs"]
-    write = host.run(f"docker exec {NAME} sh -c 'echo x >/probe'")
-    assert write.rc != 0 and "Read-only file system" in write.stderr
-    assert host.check_output(f"docker exec {NAME} sh -c 'grep ^NoNewPrivs /proc/self/status'").split()[1] == "1"
-    # Not even root in the container could get a capability back: the bounding set is empty.
-    assert host.check_output(f"docker exec {NAME} sh -c 'grep ^CapBnd /proc/1/status'").split()[1] == "0000000000000000"
+def test_hardening_limits_and_operations_settings(host, inspect, assert_hardened):
+    assert_hardened(
+        inspect, host, user="999:1000",
+        limits={"Memory": 256 * 1024 * 1024, "MemoryReservation": 64 * 1024 * 1024, "NanoCpus": 500_000_000,
+                "CpuShares": 512},
+        log_options={"max-size": "5m", "max-file": "3"}, stop_timeout=30, labels={"org.multimodel.test": "redis"},
+        networks=[NETWORK], aliases={NETWORK: "redis"})
 
 
-def test_limits(inspect):
-    config = inspect["HostConfig"]
-    assert config["Memory"] == 256 * 1024 * 1024
-    assert config["MemoryReservation"] == 64 * 1024 * 1024
-    assert config["NanoCpus"] == 500_000_000
-    assert config["CpuShares"] == 512
-
-
-def test_operations_settings(inspect):
-    assert inspect["HostConfig"]["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "5m", "max-file": "3"}}
-    assert inspect["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
-    assert inspect["Config"]["StopTimeout"] == 30
-    labels = inspect["Config"]["Labels"]
-    assert labels["org.multimodel.service"] == NAME
-    assert labels["org.multimodel.managed-by"] == "multimodel.orchestration"
-    assert labels["org.multimodel.test"] == "redis"
-    assert inspect["Config"]["Healthcheck"]["Test"][0] == "CMD-SHELL"
-
-
-def test_internal_network_only(host, host_json, inspect):
-    networks = inspect["NetworkSettings"]["Networks"]
-    assert set(networks) == {NETWORK}
-    assert "redis" in networks[NETWORK]["Aliases"]
+def test_internal_network_only(host, host_json):
     assert host_json(f"docker network inspect {NETWORK}")[0]["Internal"] is True
-    assert not inspect["HostConfig"]["PortBindings"]
     assert host.check_output(f"docker port {NAME}") == ""
     assert not host.socket("tcp://0.0.0.0:6379").is_listening
 
@@ -174,13 +135,13 @@ def test_missing_password_fails_before_any_change(host, host_json, playbook):
     config_before = host.file(f"{CONFIG_DIR}/redis.conf").sha256sum
     result = playbook("converge.yml", {"redis_password": ""})
     assert result.returncode != 0
-    assert "redis_password is not set" in flat(result.stdout)
+    assert "redis_password is not set" in result.flat
     after = host_json(f"docker inspect {NAME}")[0]
     assert (after["Id"], after["State"]["StartedAt"]) == (before["Id"], before["State"]["StartedAt"])
     assert host.file(f"{CONFIG_DIR}/redis.conf").sha256sum == config_before
 
 
-def test_container_service_build_source(host, host_json, playbook):
+def test_container_service_build_source(host, host_json, playbook, assert_hardened):
     """Builds an image from a local context, runs it under the policy, and changes nothing the
     second time."""
     first = playbook("container_service.yml")
@@ -188,14 +149,14 @@ def test_container_service_build_source(host, host_json, playbook):
     labels = host_json("docker image inspect mmo/cs-test:build-1")[0]["Config"]["Labels"]
     assert labels["org.multimodel.test"] == "container-service-build"
     container = host_json(f"docker container inspect {CS_NAME}")[0]
-    assert container["State"]["Health"]["Status"] == "healthy"
-    assert container["HostConfig"]["CapAdd"] == ["CAP_NET_BIND_SERVICE"]
-    assert container["HostConfig"]["CapDrop"] == ["ALL"]
+    assert_hardened(container, host, user="999:1000", cap_add=["CAP_NET_BIND_SERVICE"],
+                    limits={"Memory": 64 * 1024 * 1024, "MemoryReservation": 16 * 1024 * 1024, "NanoCpus": 250_000_000},
+                    stop_timeout=1, networks=["mmo-cs-test"])
     # The named volume took the image's /data, owned by the container's user.
     assert host.run(f"docker exec {CS_NAME} touch /data/written").rc == 0
-    second = playbook("container_service.yml")
-    assert second.returncode == 0, second.stdout[-3000:]
-    assert recap(second.stdout)["changed"] == "0", second.stdout[-3000:]
+    second = playbook("container_service.yml", as_json=True)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert second.stats["changed"] == 0, second.stdout[-3000:]
 
 
 @pytest.mark.parametrize("extra_vars, message", [
@@ -211,7 +172,7 @@ def test_container_service_refuses_unsafe_settings(host, host_json, playbook, ex
     before = host_json(f"docker container inspect {CS_NAME}")[0]["Id"]
     result = playbook("container_service.yml", extra_vars)
     assert result.returncode != 0
-    assert message in flat(result.stdout)
+    assert message in result.flat
     assert host_json(f"docker container inspect {CS_NAME}")[0]["Id"] == before
 
 
@@ -220,8 +181,8 @@ def test_container_service_archive_checked_before_loading(host, playbook):
     result = playbook("container_service.yml", {
         "test_cs_source": "archive", "test_cs_image": "mmo/redis-test:never-loaded", "test_cs_archive_sha256": bad})
     assert result.returncode != 0
-    assert "the archive for image 'mmo/redis-test:never-loaded'" in flat(result.stdout)
-    assert f"expected {bad}" in flat(result.stdout)
+    assert "the archive for image 'mmo/redis-test:never-loaded'" in result.flat
+    assert f"expected {bad}" in result.flat
     assert host.run("docker image inspect mmo/redis-test:never-loaded").rc != 0
 
 
@@ -229,7 +190,7 @@ def test_container_service_reports_an_unhealthy_container(host, playbook):
     result = playbook("container_service.yml", {
         "test_cs_health_cmd": "echo probe says not ready >&2; exit 1", "test_cs_health_timeout": 6})
     assert result.returncode != 0
-    message = flat(result.stdout)
+    message = result.flat
     assert f"container {CS_NAME} (mmo/cs-test:build-1) is not healthy 6 s after it was started" in message
     assert "health unhealthy" in message
     assert "probe says not ready" in message
