@@ -21,24 +21,6 @@ scratch=()
 cleanup() { [ ${#scratch[@]} -eq 0 ] || rm -rf "${scratch[@]}"; }
 trap cleanup EXIT
 
-# archive_up_to_date ARCHIVE RECIPE: the archive, its checksum and its recipe are all there.
-archive_up_to_date() {
-  [ -f "$1" ] && [ -f "$1.sha256" ] && [ "$(cat "$1.recipe" 2>/dev/null)" = "$2" ]
-}
-
-# save_archive IMAGE ARCHIVE RECIPE: docker save to a temporary name first (a half-written
-# archive never looks complete), then the checksum and the recipe.
-save_archive() {
-  local image=$1 archive=$2 recipe=$3
-  rm -f "$archive.recipe"
-  docker save "$image" -o "$archive.tmp"
-  mv "$archive.tmp" "$archive"
-  sha256sum "$archive" | cut -d' ' -f1 >"$archive.sha256.tmp"
-  mv "$archive.sha256.tmp" "$archive.sha256"
-  echo "$recipe" >"$archive.recipe"
-  log "built $archive ($(du -h "$archive" | cut -f1), recipe $recipe)"
-}
-
 # trim_rootfs DIR: drop what a service container never reads (docs, locales, apt state, logs).
 trim_rootfs() {
   local root=$1

@@ -17,7 +17,7 @@ build_httpd_test() {
   local image=mmo/httpd-test:1 archive="$out/httpd-test.tar"
   local recipe
   recipe=$( (declare -f build_httpd_test; sha256sum /bin/busybox) | sha256sum | cut -c1-16)
-  if [ -f "$archive" ] && [ -f "$archive.sha256" ] && [ "$(cat "$archive.recipe" 2>/dev/null)" = "$recipe" ]; then
+  if archive_up_to_date "$archive" "$recipe"; then
     log "$archive is up to date (recipe $recipe)"
     return 0
   fi
@@ -36,12 +36,7 @@ build_httpd_test() {
     --change "LABEL org.multimodel.recipe=$recipe" \
     - "$image" >/dev/null
   rm -rf "$root"
-  # Write to a temporary name first: a half-written archive never looks complete.
-  docker save "$image" -o "$archive.tmp"
-  mv "$archive.tmp" "$archive"
-  sha256sum "$archive" | cut -d' ' -f1 >"$archive.sha256"
-  echo "$recipe" >"$archive.recipe"
-  log "built $archive ($(du -h "$archive" | cut -f1), recipe $recipe)"
+  save_archive "$image" "$archive" "$recipe"
 }
 
 build_httpd_test
