@@ -35,7 +35,7 @@ import redis  # noqa: E402
 import uvicorn  # noqa: E402
 
 from multimodel_backend.config import Instance, Settings  # noqa: E402
-from multimodel_backend.main import create_app  # noqa: E402
+from multimodel_backend.api import create_app  # noqa: E402
 
 
 def free_port():

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from multimodel_backend.main import RedactSecrets
+from multimodel_backend.log import RedactSecrets
 
 API_KEY = 'sk-llama-0123456789abcdef'
 

@@ -4,19 +4,22 @@ Each app gets its own registry (tests build several apps in one process). With
 ``uvicorn --workers N`` every worker is a separate process: set PROMETHEUS_MULTIPROC_DIR
 to an empty directory writable by the backend user (a tmpfs, wiped before start) and
 /metrics then sums all workers; without it a scrape sees only the worker that answered it.
+
+RequestMetrics is the ASGI middleware that counts every HTTP request.
 """
 
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # LLM answers take from tens of milliseconds (cache, short answers) to minutes.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 
 
 class Metrics:
-    def __init__(self):
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         reg = self.registry
@@ -35,10 +38,34 @@ class Metrics:
                                  "Queries moved to the next instance after this instance failed",
                                  ["tier", "instance"], registry=reg)
 
-    def render(self):
+    def render(self) -> bytes:
         if self._multiprocess:
             # Values live in PROMETHEUS_MULTIPROC_DIR files written by every worker.
             registry = CollectorRegistry()
             MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+class RequestMetrics:
+    """Counts HTTP requests by route template (not raw path: bounded label values) and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = 500  # unless the app starts a response
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.http_requests.labels(scope["method"], endpoint, str(status)).inc()
