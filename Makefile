@@ -1,6 +1,5 @@
-# multimodel.orchestration — one entry point for developers and CI.
-#   make up      bring the stack up on the embedded default (a local systemd sandbox container)
-#   make test    everything CI runs: lint, sanity, unit tests, collection install, Molecule
+# multimodel.orchestration — one entry point for developers and CI. `make help` lists every
+# target with the note after its `##`; every target has one.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -29,10 +28,11 @@ MOLECULE_JOBS ?= 3
 # time a stage and record it: $(call timed,NAME,COMMAND)
 timed = start=$$(date +%s); $(2); printf '%-28s %5ss\n' '$(1)' $$(( $$(date +%s) - start )) >>$(TIMINGS)
 
-.PHONY: help setup host lint sanity units collection ready-hosts molecule test up down bench clean
+.PHONY: help setup host lint docs sanity units collection ready-hosts molecule test up down bench clean
 
-help:
-	@sed -n 's/^#   //p' Makefile
+help: ## list the targets (this list)
+	@echo 'usage: make TARGET   (make up: the quick start; make test: everything CI runs)'
+	@awk -F ':.*## ' '/^[a-z][a-z-]*:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(firstword $(MAKEFILE_LIST))
 
 $(BIN)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,21 +46,27 @@ setup: $(BIN)/.installed ## Python dev environment in .venv
 host: ## Debian packages, dockerd, base and test images (needs root)
 	bash tests/harness/prepare-host.sh
 
-lint: collection  # ansible-lint resolves the roles and modules by FQCN from the installed copy
+# ansible-lint resolves the roles and modules by FQCN from the installed copy, hence `collection`.
+lint: collection ## yamllint, ansible-lint, role checks, README variable tables, changelog, inventories, checkout run
 	yamllint --strict .
 	ansible-lint
 	$(BIN)/python tests/lint/check_roles.py
+	$(BIN)/python tests/lint/role_docs.py --check
 	antsibull-changelog lint
 	for inventory in inventories/*/; do \
 	  ANSIBLE_INVENTORY_UNPARSED_FAILED=true ansible-inventory -i $$inventory --list --vault-password-file inventories/example/vault-password.example >/dev/null; \
 	  ANSIBLE_INVENTORY_UNPARSED_FAILED=true ansible-playbook --syntax-check -i $$inventory site.yml --vault-password-file inventories/example/vault-password.example; \
 	done
+	bash tests/integration/checkout_run.sh
+
+docs: setup ## write each role README's variable tables from its meta/argument_specs.yml
+	$(BIN)/python tests/lint/role_docs.py --write
 
 # ansible-test bootstraps pip in its sanity venvs from a script it downloads from a host
 # that is not reachable here; give it ours (ensurepip + PyPI) under the name it looks for.
 GET_PIP_VERSION = $(shell $(BIN)/python -c 'import ansible_test._internal.python_requirements as r, inspect, re; print(re.search(r"pip=.([0-9.]+)", inspect.getsource(r)).group(1))')
 
-sanity: setup
+sanity: setup ## ansible-test sanity on a copy laid out as ansible_collections/multimodel/orchestration
 	mkdir -p ~/.ansible/test/cache
 	cp tests/harness/get_pip_offline.py ~/.ansible/test/cache/get_pip_$(subst .,_,$(GET_PIP_VERSION)).py
 	rm -rf build/sanity && mkdir -p $(SANITY_DIR)
@@ -68,7 +74,7 @@ sanity: setup
 	cd $(SANITY_DIR) && git init -q && git add -A && \
 	  env -u ANSIBLE_STRATEGY -u ANSIBLE_STRATEGY_PLUGINS ansible-test sanity --local --python 3.11 --requirements --color no
 
-units: setup
+units: setup ## pytest unit tests (plugins, lint scripts, reference backend)
 	$(BIN)/pytest tests/unit
 
 collection: setup ## build the Galaxy tarball and install it where playbooks and Molecule look
@@ -80,7 +86,7 @@ collection: setup ## build the Galaxy tarball and install it where playbooks and
 ready-hosts: collection ## ready-host images (Docker Engine installed by the docker role) the app scenarios start from
 	bash tests/harness/build-ready-hosts.sh
 
-molecule: ready-hosts
+molecule: ready-hosts ## every scenario in MOLECULE_SCENARIOS, MOLECULE_JOBS side by side; step times in build/timings.txt
 	mkdir -p build && touch $(TIMINGS)
 	$(BIN)/python tests/harness/run_molecule.py --jobs $(MOLECULE_JOBS) --timings $(TIMINGS) --logs build/molecule $(MOLECULE_SCENARIOS)
 
@@ -100,7 +106,7 @@ up: setup host collection ## quick start: the stack on a local sandbox host
 	ansible-playbook -i inventories/local tests/harness/sandbox.yml
 	ansible-playbook -i inventories/local site.yml
 
-down:
+down: ## remove the quick start's sandbox host
 	ansible-playbook -i inventories/local tests/harness/sandbox.yml -e sandbox_state=absent
 
 bench: collection ## benchmark tables (bench/), on real services
@@ -108,5 +114,5 @@ bench: collection ## benchmark tables (bench/), on real services
 	bash bench/run-app-benches.sh
 	bash bench/run-site-rerun.sh
 
-clean:
+clean: ## remove build/ (tarball, installed collection, sanity copy, logs, timings)
 	rm -rf build
