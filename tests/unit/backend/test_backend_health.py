@@ -22,7 +22,7 @@ def test_ready_when_redis_and_one_instance_per_level_answer(servers, backend, ti
     body = reply.json()
     assert body['status'] == 'ready' and body['down'] == [] and body['redis'] == 'ok'
     assert body['tiers']['simple'] == {'Q2_FAST_1': 'HTTP 503: Loading model', 'Q2_FAST_2': 'ok'}
-    assert [r[1] for r in ok.requests] == ['/health'] * 3  # the health probe, not a completion
+    assert [r.path for r in ok.requests] == ['/health'] * 3  # the health probe, not a completion
 
 
 def test_not_ready_names_the_level_that_is_down(servers, backend, tiers):
@@ -55,7 +55,7 @@ def test_readiness_sends_the_api_key(servers, backend, tiers):
     keyed = servers.llama('keyed', api_key='k')
     running = backend(tiers([keyed.url], [keyed.url], [keyed.url]), llama_api_key='k')
     assert running.http.get('/health/ready').status_code == 200
-    assert all(r[2].get('Authorization') == 'Bearer k' for r in keyed.requests)
+    assert all(r.authorization == 'Bearer k' for r in keyed.requests)
 
 
 def test_metrics(stack):

@@ -17,7 +17,8 @@ def test_answer_shape_and_upstream_request(stack):
     assert body['cached'] is False and body['sources'] == []
     assert isinstance(body['latency_ms'], int) and body['latency_ms'] >= 0
     # What llama-server got: an OpenAI chat request for the tier's alias, not streamed.
-    method, path, headers, request = stack.fast1.chats()[0]
+    call = stack.fast1.chats()[0]
+    request, headers = call.json, call.headers
     assert request['model'] == 'q2-fast' and request['max_tokens'] == 32 and request['stream'] is False
     assert request['messages'][0]['role'] == 'system'
     assert request['messages'][-1] == {'role': 'user', 'content': 'What is the capital of France'}
@@ -43,7 +44,7 @@ def test_default_mode_is_auto_and_default_max_tokens_from_settings(servers, back
     running = backend(tiers([fast.url], [servers.refused()], [servers.refused()]), max_tokens=77)
     body = running.query('ping').json()
     assert body['tier'] == 'simple'
-    assert fast.chats()[0][3]['max_tokens'] == 77
+    assert fast.chats()[0].json['max_tokens'] == 77
 
 
 def test_round_robin_over_the_tier(stack):
@@ -89,7 +90,7 @@ def test_api_key_is_sent_and_a_401_is_not_failed_over(servers, backend, tiers):
     second = servers.llama('Q2_FAST_2', api_key='right-key')
     running = backend(tiers([first.url, second.url], [first.url], [first.url]), llama_api_key='right-key')
     assert running.query('hello', mode='simple').status_code == 200
-    assert first.chats()[0][2]['Authorization'] == 'Bearer right-key'
+    assert first.chats()[0].authorization == 'Bearer right-key'
 
     wrong = backend(tiers([first.url, second.url], [first.url], [first.url]), llama_api_key='wrong-key')
     reply = wrong.query('another question', mode='simple')  # not the cached one

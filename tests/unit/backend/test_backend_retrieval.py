@@ -81,7 +81,7 @@ def test_query_with_retrieval_prepends_passages_and_returns_sources(stack, build
     assert sources[0]['id'] == 'redis-1' and sources[0]['source'] == 'docs/cache.md'
     assert sources[0]['index'] == 'docs' and 0 < sources[0]['score'] <= 1
     assert all(s['score'] > 0 for s in sources) and len(sources) <= 4
-    prompt = stack.fast1.chats()[0][3]['messages'][-1]['content']
+    prompt = stack.fast1.chats()[0].json['messages'][-1]['content']
     assert prompt.startswith('Use these passages')
     assert '[1] ' + DOCS[0]['text'] in prompt and '(source: docs/cache.md)' in prompt
     assert prompt.endswith('Question: How long is a cached answer kept in Redis?')
@@ -94,7 +94,7 @@ def test_without_retrieval_no_index_is_searched(stack, build_index):
     fresh_index(stack, build_index, DOCS)
     body = stack.backend.query('How long is a cached answer kept in Redis?', mode='simple').json()
     assert body['sources'] == []
-    assert stack.fast1.chats()[0][3]['messages'][-1]['content'] == 'How long is a cached answer kept in Redis?'
+    assert stack.fast1.chats()[0].json['messages'][-1]['content'] == 'How long is a cached answer kept in Redis?'
 
 
 def test_indexes_reload_when_files_change(tmp_path, build_index):
@@ -145,7 +145,7 @@ def test_searxng_results_become_sources(servers, backend, tiers):
         'https://example.org/a', 'https://example.org/b', 'https://example.org/c']
     assert body['sources'][1]['text'] == 'B' and body['sources'][0]['index'] == 'web'
     assert searxng.queries == ['/search?q=latest+llama.cpp+release&format=json']
-    assert 'First web result.' in fast.chats()[0][3]['messages'][-1]['content']
+    assert 'First web result.' in fast.chats()[0].json['messages'][-1]['content']
 
 
 def test_searxng_down_still_answers(servers, backend, tiers):

@@ -26,7 +26,7 @@ def test_streams_tokens_then_done(stack):
     assert texts == ['Hello', ' from', ' Q2_FAST_1', '.']  # one message per SSE chunk
     assert done['type'] == 'done' and done['tier'] == 'simple' and done['instance'] == 'Q2_FAST_1'
     assert done['cached'] is False and isinstance(done['latency_ms'], int) and done['sources'] == []
-    request = stack.fast1.chats()[0][3]
+    request = stack.fast1.chats()[0].json
     assert request['stream'] is True and request['max_tokens'] == 8 and request['model'] == 'q2-fast'
 
 

@@ -120,7 +120,7 @@ def test_api_key_sent_as_bearer(fake_llama_server):
     result = probe_endpoint(endpoint(server.url), options(api_key='s3cret', generate=True, check_slots=True),
                             timeout=5)
     assert result['healthy'] is True
-    assert {r[2] for r in server.requests} == {'Bearer s3cret'}
+    assert {r.authorization for r in server.requests} == {'Bearer s3cret'}
     # The key is sent, never reported.
     assert 's3cret' not in repr(result)
 
@@ -137,7 +137,7 @@ def test_missing_api_key(fake_llama_server):
     assert result['reason'] == 'unauthorized'
     # /health is open with --api-key, so the 401 came from /v1/models.
     assert result['detail'].startswith('/v1/models')
-    assert server.requests[0][2] is None
+    assert server.requests[0].authorization is None
 
 
 def test_wrong_model(fake_llama_server):
@@ -191,18 +191,15 @@ def test_redirect_not_followed(fake_llama_server):
     assert elsewhere.requests == []
 
 
-def test_http_429_is_retried(fake_llama_server):
-    server = fake_llama_server(override={'/v1/models': (429, {'error': {'message': 'busy'}})})
+@pytest.mark.parametrize('override, reason, detail', [
+    ({'/v1/models': (429, {'error': {'message': 'busy'}})}, 'http_429', '/v1/models: busy'),
+    ({'/health': (500, b'internal error')}, 'http_500', '/health: internal error'),
+], ids=['http_429', 'http_500'])
+def test_http_429_and_5xx_are_retried(fake_llama_server, override, reason, detail):
+    server = fake_llama_server(override=override)
     result = probe_endpoint(endpoint(server.url), options(interval=0.1), timeout=0.5)
-    assert result['reason'] == 'http_429'
-    assert result['attempts'] >= 2
-
-
-def test_http_500_is_retried(fake_llama_server):
-    server = fake_llama_server(override={'/health': (500, b'internal error')})
-    result = probe_endpoint(endpoint(server.url), options(interval=0.1), timeout=0.5)
-    assert result['reason'] == 'http_500'
-    assert result['detail'] == '/health: internal error'
+    assert result['reason'] == reason
+    assert result['detail'] == detail
     assert result['attempts'] >= 2
 
 
@@ -256,9 +253,9 @@ def test_generation_uses_server_timings(fake_llama_server):
     assert result['tokens_generated'] == 4
     assert result['tokens_per_second'] == 800.0
     assert result['latency_ms'] > 0
-    method, path, dummy, body = server.requests[-1][:4]
-    assert (method, path) == ('POST', '/v1/completions')
-    sent = json.loads(body.decode('utf-8'))
+    request = server.requests[-1]
+    assert (request.method, request.path) == ('POST', '/v1/completions')
+    sent = json.loads(request.body.decode('utf-8'))
     assert sent['prompt'] == 'Hi' and sent['max_tokens'] == 4 and sent['model'] == 'tiny'
     assert sent['ignore_eos'] is True and sent['stream'] is False
 
@@ -314,8 +311,8 @@ def test_endpoints_probed_concurrently(fake_llama_server):
     assert all(r['healthy'] for r in results)
     # Overlap: every endpoint's first request started before any endpoint's last one ended,
     # so all four were being probed at the same time.
-    first_starts = [min(r[4] for r in s.requests) for s in servers]
-    last_ends = [max(r[5] for r in s.requests) for s in servers]
+    first_starts = [min(r.start for r in s.requests) for s in servers]
+    last_ends = [max(r.end for r in s.requests) for s in servers]
     assert max(first_starts) < min(last_ends)
     # Sequential probing would take >= 4 s.
     assert max(last_ends) - min(first_starts) < 3

@@ -123,7 +123,7 @@ def test_api_key_sent_but_never_output(capsys, fake_llama_server):
         'endpoints': [{'name': 'secured', 'url': server.url}], 'api_key': KEY,
         'generate': True, 'check_slots': True})
     assert code == 0, result['msg']
-    assert {r[2] for r in server.requests} == {'Bearer ' + KEY}
+    assert {r.authorization for r in server.requests} == {'Bearer ' + KEY}
     assert KEY not in out
 
 

@@ -101,12 +101,13 @@ async def _ws_query(websocket: WebSocket, backend: Backend, raw: str) -> str:
     the outcome ("ok" or "error") the metrics count."""
     async def stream_tokens(tier: str, messages: Messages, max_tokens: int) -> tuple[str, Instance]:
         pieces: list[str] = []
-        instance = None
+        instance: Instance | None = None
         async with aclosing(backend.pool.stream(tier, messages, max_tokens)) as stream:
             async for instance, text in stream:
                 if text:
                     pieces.append(text)
                     await websocket.send_json({"type": "token", "text": text})
+        assert instance is not None  # the stream names the instance that answers first, or raises
         return "".join(pieces), instance
 
     try:

@@ -79,7 +79,7 @@ class Backend:
         tier, max_tokens, key = self.plan(req)
         result = await self.cache_get(key)
         cached = result is not None
-        if not cached:
+        if result is None:
             sources = await self.sources(req)
             text, instance = await generate(tier, build_messages(req.query, sources), max_tokens)
             result = {"answer": text, "instance": instance.name, "sources": sources}
