@@ -15,11 +15,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from .config import Instance, Settings
-from .llama import TierUnavailable, UpstreamError
+from .llama import Messages, TierUnavailable, UpstreamError
 from .log import logger, setup_logging
 from .metrics import Metrics, RequestMetrics
 from .schemas import QueryRequest, describe_errors
-from .service import Backend, Messages
+from .service import Backend
 
 
 def create_app(settings: Settings) -> FastAPI:

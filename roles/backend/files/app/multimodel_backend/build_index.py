@@ -10,12 +10,13 @@ and DIR/NAME.meta.json atomically; a running backend picks them up within second
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 
 from .embedder import DEFAULT_DIM
 from .retrieval import write_index
 
 
-def read_docs(path):
+def read_docs(path: str) -> list[dict[str, str]]:
     passages = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
@@ -32,7 +33,7 @@ def read_docs(path):
     return passages
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m multimodel_backend.build_index",
                                      description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("directory", help="index directory (MMO_FAISS_DIR)")

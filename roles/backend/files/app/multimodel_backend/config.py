@@ -8,11 +8,13 @@ Values that may hold secrets (MMO_REDIS_URL, MMO_LLAMA_API_KEY) are never echoed
 import json
 import math
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 LEVELS = ("simple", "moderate", "complex")
+Number = TypeVar("Number", int, float)
 
 
 class ConfigError(ValueError):
@@ -41,10 +43,10 @@ class Settings:
     request_timeout: float = 120.0
     max_tokens: int = 256
 
-    def tier(self, level):
+    def tier(self, level: str) -> list[Instance]:
         return [i for i in self.instances if i.complexity == level]
 
-    def secrets(self):
+    def secrets(self) -> list[str]:
         """Values that must never reach a log line."""
         parts = urlsplit(self.redis_url)
         passwords = [parts.password] + parse_qs(parts.query).get("password", [])  # unix://...?password=
@@ -52,14 +54,14 @@ class Settings:
         return list(dict.fromkeys(s for s in candidates if s))
 
 
-def _http_url(value, what):
+def _http_url(value: str, what: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{what} must be an http:// or https:// URL, got {value!r}")
     return value.rstrip("/")
 
 
-def _instances(raw):
+def _instances(raw: str | None) -> tuple[Instance, ...]:
     name = "MMO_TIERS_JSON"
     if not raw or not raw.strip():
         raise ConfigError(f"{name} is required: a JSON list of llama-server instances "
@@ -100,7 +102,8 @@ def _instances(raw):
     return tuple(instances)
 
 
-def _number(env, name, default, kind, minimum):
+def _number(env: Mapping[str, str], name: str, default: Number, kind: Callable[[str], Number],
+            minimum: Number) -> Number:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -114,7 +117,7 @@ def _number(env, name, default, kind, minimum):
     return value
 
 
-def _redis_url(raw):
+def _redis_url(raw: str) -> str:
     if not raw:
         raise ConfigError("MMO_REDIS_URL is required, e.g. redis://:PASSWORD@redis:6379/0")
     parts = urlsplit(raw)
@@ -125,7 +128,7 @@ def _redis_url(raw):
     return raw
 
 
-def _secret(env, name):
+def _secret(env: Mapping[str, str], name: str) -> str:
     """NAME, or the content of the file NAME_FILE names (one of the two, not both).
 
     The file form keeps secrets out of the container's environment, which anyone allowed to

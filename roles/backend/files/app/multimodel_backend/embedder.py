@@ -18,6 +18,7 @@ dimension: build indexes with ``python -m multimodel_backend.build_index``.
 
 import hashlib
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -26,18 +27,18 @@ DEFAULT_DIM = 1024
 _TOKEN = re.compile(r"\w+")
 
 
-def features(text):
+def features(text: str) -> list[str]:
     tokens = _TOKEN.findall(text.lower())
     return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
 
 
 @lru_cache(maxsize=65536)  # frequent words are hashed once
-def _bucket(feature, dim):
+def _bucket(feature: str, dim: int) -> tuple[int, float]:
     digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=9).digest()
     return int.from_bytes(digest[:8], "little") % dim, 1.0 if digest[8] & 1 else -1.0
 
 
-def embed(texts, dim=DEFAULT_DIM):
+def embed(texts: Sequence[str], dim: int = DEFAULT_DIM) -> np.ndarray:
     """Embed a list of strings as a (len(texts), dim) float32 matrix of unit rows
     (a text without any word stays all zeros)."""
     matrix = np.zeros((len(texts), dim), dtype=np.float32)

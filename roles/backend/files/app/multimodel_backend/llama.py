@@ -9,8 +9,14 @@ a prompt too long for the context) would fail the same way everywhere: no failov
 
 import json
 import logging
+from collections.abc import AsyncGenerator
 
 import httpx
+
+from .config import Instance, Settings
+from .metrics import Metrics
+
+Messages = list[dict[str, str]]  # chat messages: [{"role", "content"}]
 
 log = logging.getLogger(__name__)
 
@@ -18,20 +24,20 @@ log = logging.getLogger(__name__)
 class UpstreamError(Exception):
     """One instance failed. kind labels the metric; failover says whether to try the next."""
 
-    def __init__(self, instance, kind, reason, failover=True):
+    def __init__(self, instance: Instance, kind: str, reason: str, failover: bool = True) -> None:
         super().__init__(f"{instance.name}: {reason}")
         self.instance, self.kind, self.reason, self.failover = instance, kind, reason, failover
 
 
 class TierUnavailable(Exception):
-    def __init__(self, tier, failures):
+    def __init__(self, tier: str, failures: list[UpstreamError]) -> None:
         self.tier = tier
         self.tried = [f.instance.name for f in failures]
         detail = "; ".join(f"{f.instance.name} ({f.reason})" for f in failures)
         super().__init__(f"every instance of tier '{tier}' failed: {detail}")
 
 
-def _error_message(response):
+def _error_message(response: httpx.Response) -> str:
     """llama-server errors look like {"error": {"message", "type", "code"}}."""
     try:
         body = response.json()
@@ -40,13 +46,13 @@ def _error_message(response):
         return response.text[:200].strip() or response.reason_phrase
 
 
-def _http_error(instance, response):
+def _http_error(instance: Instance, response: httpx.Response) -> UpstreamError:
     reason = f"HTTP {response.status_code}: {_error_message(response)}"
     kind = "http_5xx" if response.status_code >= 500 else "http_4xx"
     return UpstreamError(instance, kind, reason, failover=response.status_code >= 500)
 
 
-def _transport_error(instance, exc):
+def _transport_error(instance: Instance, exc: httpx.HTTPError) -> UpstreamError:
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamError(instance, "timeout", f"timed out ({type(exc).__name__})")
     if isinstance(exc, httpx.ConnectError):
@@ -55,38 +61,38 @@ def _transport_error(instance, exc):
 
 
 class LlamaPool:
-    def __init__(self, settings, client, metrics):
+    def __init__(self, settings: Settings, client: httpx.AsyncClient, metrics: Metrics) -> None:
         self.settings = settings
         self.client = client
         self.metrics = metrics
-        self._next = {}  # tier -> index of the instance that takes the next query
-        self.headers = {}
+        self._next: dict[str, int] = {}  # tier -> index of the instance that takes the next query
+        self.headers: dict[str, str] = {}
         if settings.llama_api_key:
             self.headers["Authorization"] = f"Bearer {settings.llama_api_key}"
 
-    def candidates(self, tier):
+    def candidates(self, tier: str) -> list[Instance]:
         """The tier's instances, starting with this query's round-robin turn."""
         instances = self.settings.tier(tier)
         start = self._next.get(tier, 0) % len(instances)
         self._next[tier] = start + 1
         return instances[start:] + instances[:start]
 
-    def _body(self, instance, messages, max_tokens, stream):
+    def _body(self, instance: Instance, messages: Messages, max_tokens: int, stream: bool) -> dict:
         body = {"messages": messages, "max_tokens": max_tokens, "stream": stream}
         if instance.alias:
             body["model"] = instance.alias  # selects the model on a router-mode server
         return body
 
-    def _failed(self, tier, error, failures):
+    def _failed(self, tier: str, error: UpstreamError, failures: list[UpstreamError]) -> None:
         self.metrics.upstream_errors.labels(error.instance.name, error.kind).inc()
         log.warning("tier %s: instance %s failed: %s", tier, error.instance.name, error.reason)
         if not error.failover:
             raise error
         failures.append(error)
 
-    async def chat(self, tier, messages, max_tokens):
+    async def chat(self, tier: str, messages: Messages, max_tokens: int) -> tuple[str, Instance]:
         """Return (answer text, instance) from the first instance of the tier that answers."""
-        failures = []
+        failures: list[UpstreamError] = []
         for instance in self.candidates(tier):
             if failures:
                 self.metrics.failovers.labels(tier, failures[-1].instance.name).inc()
@@ -96,7 +102,7 @@ class LlamaPool:
                 self._failed(tier, error, failures)
         raise TierUnavailable(tier, failures)
 
-    async def _chat_once(self, instance, messages, max_tokens):
+    async def _chat_once(self, instance: Instance, messages: Messages, max_tokens: int) -> str:
         body = self._body(instance, messages, max_tokens, False)
         try:
             response = await self.client.post(f"{instance.url}/v1/chat/completions", headers=self.headers, json=body)
@@ -109,14 +115,14 @@ class LlamaPool:
         except (ValueError, KeyError, IndexError, TypeError):
             raise UpstreamError(instance, "invalid", "answer is not a chat completion") from None
 
-    async def stream(self, tier, messages, max_tokens):
+    async def stream(self, tier: str, messages: Messages, max_tokens: int) -> AsyncGenerator[tuple[Instance, str], None]:
         """Yield (instance, text) pieces as llama-server generates them (SSE); the first
         piece of an instance that accepted the query is "" (so the caller knows which one
         answers even when the model generates nothing).
 
         Failover happens only before the first text: once text has been sent to the
         client it cannot be taken back, so a failure mid-answer raises UpstreamError."""
-        failures = []
+        failures: list[UpstreamError] = []
         for instance in self.candidates(tier):
             if failures:
                 self.metrics.failovers.labels(tier, failures[-1].instance.name).inc()
@@ -132,7 +138,7 @@ class LlamaPool:
                 self._failed(tier, error, failures)
         raise TierUnavailable(tier, failures)
 
-    async def _stream_once(self, instance, messages, max_tokens):
+    async def _stream_once(self, instance: Instance, messages: Messages, max_tokens: int) -> AsyncGenerator[str, None]:
         body = self._body(instance, messages, max_tokens, True)
         try:
             async with self.client.stream("POST", f"{instance.url}/v1/chat/completions", headers=self.headers,
@@ -151,7 +157,7 @@ class LlamaPool:
         # The stream ended without [DONE]: the server went away mid-answer.
         raise UpstreamError(instance, "stream", "stream ended before [DONE]")
 
-    async def health(self, instance):
+    async def health(self, instance: Instance) -> str:
         """'ok' when llama-server's /health answers 200, else why not."""
         try:
             response = await self.client.get(f"{instance.url}/health", headers=self.headers, timeout=5.0)
@@ -160,7 +166,7 @@ class LlamaPool:
         return "ok" if response.status_code == 200 else f"HTTP {response.status_code}: {_error_message(response)}"
 
 
-def _sse_texts(instance, line):
+def _sse_texts(instance: Instance, line: str) -> list[str]:
     """Text pieces in one SSE line of a chat completion stream."""
     if line.startswith("error:"):  # llama-server reports errors mid-stream this way
         raise UpstreamError(instance, "stream", f"stream error: {line[6:].strip()[:200]}")

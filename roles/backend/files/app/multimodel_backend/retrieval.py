@@ -14,7 +14,9 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import faiss
 
@@ -25,17 +27,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadedIndex:
-    index: object
-    passages: list
+    index: Any  # a faiss.Index
+    passages: list[dict[str, Any]]
     signature: tuple
 
 
-def _signature(*paths):
+def _signature(*paths: str) -> tuple:
     stats = [os.stat(p) for p in paths]
     return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in stats)  # a rename changes the inode
 
 
-def _load(faiss_path, meta_path):
+def _load(faiss_path: str, meta_path: str) -> LoadedIndex:
     signature = _signature(faiss_path, meta_path)
     index = faiss.read_index(faiss_path)
     with open(meta_path, encoding="utf-8") as handle:
@@ -49,14 +51,14 @@ def _load(faiss_path, meta_path):
 
 
 class IndexStore:
-    def __init__(self, directory, reload_interval=2.0):
+    def __init__(self, directory: str, reload_interval: float = 2.0) -> None:
         self.directory = directory
         self.reload_interval = reload_interval
-        self.indexes = {}  # name -> LoadedIndex; replaced whole, never mutated, so searches need no lock
+        self.indexes: dict[str, LoadedIndex] = {}  # name -> LoadedIndex; replaced whole, never mutated, so searches need no lock
         self._checked = float("-inf")
         self._refresh_lock = threading.Lock()
 
-    def refresh(self):
+    def refresh(self) -> None:
         """Load new and changed indexes, forget deleted ones. A broken index keeps its
         previous version (if any) and is retried on the next refresh."""
         if not self._refresh_lock.acquire(blocking=False):
@@ -89,11 +91,11 @@ class IndexStore:
         finally:
             self._refresh_lock.release()
 
-    def refresh_if_due(self):
+    def refresh_if_due(self) -> None:
         if time.monotonic() - self._checked >= self.reload_interval:
             self.refresh()
 
-    def search(self, query, k=4):
+    def search(self, query: str, k: int = 4) -> list[dict[str, Any]]:
         """Top-k passages over all indexes by cosine similarity; passages sharing no
         feature with the query (score <= 0) are left out."""
         self.refresh_if_due()
@@ -114,7 +116,7 @@ class IndexStore:
         return hits[:k]
 
 
-def _atomic_write(path, write):
+def _atomic_write(path: str, write: Callable[[str], Any]) -> None:
     """write(tmp_path) then rename over path, so a reader never sees half a file."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=os.path.basename(path))
     os.close(fd)
@@ -129,7 +131,7 @@ def _atomic_write(path, write):
         raise
 
 
-def write_index(directory, name, passages, dim):
+def write_index(directory: str, name: str, passages: list[dict[str, Any]], dim: int) -> int:
     """Embed passages ({"id", "text", "source"}) and write <name>.faiss + <name>.meta.json."""
     index = faiss.IndexFlatIP(dim)  # exact search; fine up to a few hundred thousand passages
     if passages:
@@ -137,7 +139,7 @@ def write_index(directory, name, passages, dim):
     os.makedirs(directory, exist_ok=True)
     meta = json.dumps(passages, ensure_ascii=False).encode("utf-8")
 
-    def write_meta(tmp):
+    def write_meta(tmp: str) -> None:
         with open(tmp, "wb") as handle:
             handle.write(meta)
 

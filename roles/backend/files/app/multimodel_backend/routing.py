@@ -25,7 +25,7 @@ _MODERATE = re.compile(
     r"\b(explain|why|how|summari[sz]e|summary|describe|difference|write|example|translate|list)\b")
 
 
-def classify(query):
+def classify(query: str) -> str:
     text = query.lower()
     words = len(text.split())
     if words > COMPLEX_WORDS or "```" in text or _COMPLEX.search(text):
@@ -35,5 +35,5 @@ def classify(query):
     return "simple"
 
 
-def route(query, mode="auto"):
+def route(query: str, mode: str = "auto") -> str:
     return classify(query) if mode == "auto" else mode

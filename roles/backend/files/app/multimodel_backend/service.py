@@ -17,7 +17,7 @@ from fastapi import HTTPException
 from redis.exceptions import RedisError
 
 from .config import LEVELS, Instance, Settings
-from .llama import LlamaPool
+from .llama import LlamaPool, Messages
 from .log import logger, redact
 from .metrics import Metrics
 from .retrieval import IndexStore
@@ -29,7 +29,6 @@ TOP_K = 4  # passages prepended to the prompt
 WEB_RESULTS = 3  # SearXNG results prepended to the prompt
 PASSAGE_CHARS = 1500  # per passage, so a few long passages cannot fill the context window
 
-Messages = list[dict[str, str]]
 # generate(tier, messages, max_tokens) -> (answer text, the instance that answered)
 Generate = Callable[[str, Messages, int], Awaitable[tuple[str, Instance]]]
 
