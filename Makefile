@@ -12,6 +12,9 @@ TARBALL    := build/multimodel-orchestration-$(VERSION).tar.gz
 COLLECTIONS := build/collections
 SANITY_DIR := build/sanity/ansible_collections/multimodel/orchestration
 TIMINGS    := build/timings.txt
+# `make test` builds the test images in the background (they wait on the mirror and dpkg,
+# not the CPU) while setup, lint, sanity and units run; the exit status lands here.
+IMAGES_RC  := build/host-images.rc
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
 # Mitogen's strategy: one persistent interpreter per host instead of a new `docker exec` and
@@ -28,11 +31,11 @@ MOLECULE_JOBS ?= 3
 # time a stage and record it: $(call timed,NAME,COMMAND)
 timed = start=$$(date +%s); $(2); printf '%-28s %5ss\n' '$(1)' $$(( $$(date +%s) - start )) >>$(TIMINGS)
 
-.PHONY: help setup host lint docs sanity units collection ready-hosts molecule test up down bench clean
+.PHONY: help setup host host-packages host-images lint docs sanity units collection ready-hosts molecule test up down bench clean
 
 help: ## list the targets (this list)
 	@echo 'usage: make TARGET   (make up: the quick start; make test: everything CI runs)'
-	@awk -F ':.*## ' '/^[a-z][a-z-]*:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(firstword $(MAKEFILE_LIST))
+	@awk -F ':.*## ' '/^[a-z][a-z-]*:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(firstword $(MAKEFILE_LIST))
 
 $(BIN)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +48,12 @@ setup: $(BIN)/.installed ## Python dev environment in .venv
 
 host: ## Debian packages, dockerd, base and test images (needs root)
 	bash tests/harness/prepare-host.sh
+
+host-packages: ## the Debian packages and dockerd only: what lint, sanity and units need (needs root)
+	bash tests/harness/prepare-host.sh packages
+
+host-images: ## the base and test images only, after host-packages (needs root)
+	bash tests/harness/prepare-host.sh images
 
 # ansible-lint resolves the roles and modules by FQCN from the installed copy, hence `collection`.
 lint: collection ## yamllint, ansible-lint, role checks, README variable tables, changelog, inventories, checkout run
@@ -91,12 +100,16 @@ molecule: ready-hosts ## every scenario in MOLECULE_SCENARIOS, MOLECULE_JOBS sid
 	$(BIN)/python tests/harness/run_molecule.py --jobs $(MOLECULE_JOBS) --timings $(TIMINGS) --logs build/molecule $(MOLECULE_SCENARIOS)
 
 test: ## lint, sanity, units, collection build+install, Molecule; prints the time of each stage
-	mkdir -p build && : >$(TIMINGS)
-	@$(call timed,host,$(MAKE) --no-print-directory host)
+	mkdir -p build && : >$(TIMINGS) && rm -f $(IMAGES_RC)
+	@$(call timed,host packages,$(MAKE) --no-print-directory host-packages)
+	@(set +e; start=$$(date +%s); $(MAKE) --no-print-directory host-images >build/host-images.log 2>&1; rc=$$?; \
+	  printf '%-28s %5ss\n' 'host images (background)' $$(( $$(date +%s) - start )) >>$(TIMINGS); echo $$rc >$(IMAGES_RC)) &
 	@$(call timed,setup,$(MAKE) --no-print-directory setup)
 	@$(call timed,lint,$(MAKE) --no-print-directory lint)
 	@$(call timed,sanity,$(MAKE) --no-print-directory sanity)
 	@$(call timed,units,$(MAKE) --no-print-directory units)
+	@$(call timed,wait for host images,while [ ! -s $(IMAGES_RC) ]; do sleep 2; done; \
+	  [ "$$(cat $(IMAGES_RC))" = 0 ] || { tail -n 60 build/host-images.log; echo 'building the test images failed: see build/host-images.log'; exit 1; })
 	@$(call timed,ready hosts,$(MAKE) --no-print-directory ready-hosts)
 	@$(call timed,molecule (all),$(MAKE) --no-print-directory molecule)
 	@echo '--- stage times ---'; cat $(TIMINGS)

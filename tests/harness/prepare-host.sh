@@ -2,6 +2,9 @@
 # Make this machine ready to test the collection offline: Debian packages, a running
 # Docker engine, systemd base images for Debian 12/13/testing and the test image archives.
 # Idempotent: a second run reuses the daemon and every image built from the same recipe.
+#   prepare-host.sh [all|packages|images]
+# packages: the Debian packages, dockerd and the sandbox secrets (what lint, sanity and the
+# unit tests need); images: the image builds, which `make test` runs beside those checks.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -54,22 +57,26 @@ make_sandbox_secrets() {
   done
 }
 
-install_host_packages
-start_dockerd
-make_sandbox_secrets
-
-pids=()
-for distro in $DISTROS; do
-  "$here/build-base-image.sh" "$distro" &
+build_images() {
+  local pids=() distro pid status=0
+  for distro in $DISTROS; do
+    "$here/build-base-image.sh" "$distro" &
+    pids+=($!)
+  done
+  "$here/build-test-images.sh" &
   pids+=($!)
-done
-"$here/build-test-images.sh" &
-pids+=($!)
-"$here/build-app-images.sh" &
-pids+=($!)
-status=0
-for pid in "${pids[@]}"; do
-  wait "$pid" || status=1
-done
-[ "$status" -eq 0 ] || die "building an image failed (see above)"
-log "host ready: $(docker images --format '{{.Repository}}:{{.Tag}}' 'mmo/*' | sort | tr '\n' ' ')"
+  "$here/build-app-images.sh" &
+  pids+=($!)
+  for pid in "${pids[@]}"; do
+    wait "$pid" || status=1
+  done
+  [ "$status" -eq 0 ] || die "building an image failed (see above)"
+  log "host ready: $(docker images --format '{{.Repository}}:{{.Tag}}' 'mmo/*' | sort | tr '\n' ' ')"
+}
+
+case "${1:-all}" in
+  all) install_host_packages; start_dockerd; make_sandbox_secrets; build_images ;;
+  packages) install_host_packages; start_dockerd; make_sandbox_secrets ;;
+  images) start_dockerd; build_images ;;
+  *) die "usage: prepare-host.sh [all|packages|images], not '$1'" ;;
+esac
