@@ -330,7 +330,7 @@ def _slot_counts(data: Any) -> tuple[int, int]:
 def _probe_once(client: _Client, endpoint: dict[str, Any], options: ProbeOptions) -> dict[str, Any]:
     """One full check of an endpoint; return the measured fields or raise ProbeFailure."""
     found: dict[str, Any] = {'models': None, 'latency_ms': None, 'tokens_per_second': None,
-             'tokens_generated': None, 'slots_total': None, 'slots_busy': None, 'detail': None}
+                             'tokens_generated': None, 'slots_total': None, 'slots_busy': None, 'detail': None}
     try:
         _run_checks(client, endpoint, options, found)
     except ProbeFailure as exc:

@@ -173,6 +173,6 @@ def test_filters_run_in_a_real_play_with_hostvars(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     result = json.loads(out.read_text())
     assert [t['url'] for t in result['tiers']] == ['http://192.0.2.10:8080', 'http://192.0.2.11:8082',
-                                                  'http://gpu2:8083']
+                                                   'http://gpu2:8083']
     assert result['endpoints'] == [{'name': 'Q2_FAST_1', 'alias': 'q2_fast_1', 'url': 'http://127.0.0.1:8080'},
                                    {'name': 'Q3', 'alias': 'synth', 'url': 'http://192.0.2.11:8082'}]
