@@ -15,6 +15,7 @@ The entry points are :func:`normalize_endpoints` (input validation),
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import socket
 import ssl
@@ -42,7 +43,10 @@ _MAX_BODY = 8 * 1024 * 1024
 # A request started close to the deadline still gets this long, so that the last attempt
 # reports the server's real state instead of a timeout we caused ourselves.
 _MIN_REQUEST_TIMEOUT = 0.5
-_MAX_WORKERS = 32
+# One thread per endpoint up to this many, so that every endpoint is probed from the start
+# of the call; past it an endpoint waits for a thread and, if its turn comes after the one
+# deadline, gets a single attempt.
+_MAX_WORKERS = 256
 _USER_AGENT = 'multimodel.orchestration-model_health'
 
 
@@ -141,10 +145,36 @@ class _NoRedirect(HTTPRedirectHandler):
         return None
 
 
-def _build_opener(options: ProbeOptions, https: bool) -> OpenerDirector:
+def _is_loopback(host: Optional[str]) -> bool:
+    """localhost (and *.localhost) or an address in 127.0.0.0/8 or ::1."""
+    host = (host or '').lower().rstrip('.')
+    if host == 'localhost' or host.endswith('.localhost'):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _proxy_allowed(url: str, sends_key: bool, options: ProbeOptions) -> bool:
+    """Whether a proxy from the environment may carry the requests to url.
+
+    Never for a loopback URL (the server is on this host; a proxy would at best fail and at
+    worst be handed the key), and never for plain http with an API key: an http proxy reads
+    every header, so the bearer key would be handed to it. https goes through a proxy only as
+    a CONNECT tunnel, with the key inside TLS, end to end.
+    """
+    parts = urlsplit(url)
+    if not options.use_proxy or _is_loopback(parts.hostname):
+        return False
+    return parts.scheme == 'https' or not sends_key
+
+
+def _build_opener(options: ProbeOptions, url: str, sends_key: bool) -> OpenerDirector:
     handlers: list[Any] = [_NoRedirect()]
-    if not options.use_proxy:
+    if not _proxy_allowed(url, sends_key, options):
         handlers.append(ProxyHandler({}))
+    https = url.startswith('https:')
     if https:
         # Only for https: loading the CA bundle costs ~10-20 ms per endpoint.
         context = ssl.create_default_context()
@@ -175,7 +205,7 @@ class _Client:
         self.base_url = base_url
         self.options = options
         self.deadline = deadline
-        self.opener = _build_opener(options, base_url.startswith('https:'))
+        self.opener = _build_opener(options, base_url, bool(api_key))
         self.headers = {'Accept': 'application/json', 'User-Agent': _USER_AGENT}
         if api_key:
             self.headers['Authorization'] = 'Bearer ' + api_key
@@ -404,15 +434,18 @@ def _new_result(endpoint: dict[str, Any]) -> dict[str, Any]:
 
 
 def probe_endpoint(endpoint: dict[str, Any], options: ProbeOptions, timeout: float,
-                   sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """Probe one normalized endpoint until it is healthy or ``timeout`` seconds pass.
+                   sleep: Callable[[float], None] = time.sleep, deadline: Optional[float] = None) -> dict[str, Any]:
+    """Probe one normalized endpoint until it is healthy or ``timeout`` seconds pass (or
+    until ``deadline``, a time.monotonic() value, when given: the deadline of a whole probe).
 
     Transient failures (refused, timeout, loading, 5xx) are retried every
     ``options.interval`` seconds; permanent ones (unauthorized, wrong_model, 3xx/4xx,
-    TLS) end the probe at once. Returns the result dict.
+    TLS) end the probe at once. An endpoint whose turn comes at or after the deadline gets
+    one attempt. Returns the result dict.
     """
     started = time.monotonic()
-    deadline = started + float(timeout)
+    if deadline is None:
+        deadline = started + float(timeout)
     result = _new_result(endpoint)
     client = _Client(endpoint['url'], endpoint['api_key'] or options.api_key, options, deadline)
     failure: Optional[ProbeFailure] = None
@@ -450,12 +483,14 @@ def probe_endpoint(endpoint: dict[str, Any], options: ProbeOptions, timeout: flo
 
 def probe_endpoints(endpoints: list[dict[str, Any]], options: ProbeOptions, timeout: float,
                     sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
-    """Probe normalized endpoints concurrently (one thread each, up to 32), so the run
-    takes about as long as the slowest endpoint. Results keep the input order."""
+    """Probe normalized endpoints concurrently (one thread each, up to 256), so the run
+    takes about as long as the slowest endpoint. Every endpoint is judged against one
+    deadline, ``timeout`` seconds from this call. Results keep the input order."""
     if not endpoints:
         return []
+    deadline = time.monotonic() + float(timeout)
     workers = min(len(endpoints), _MAX_WORKERS)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(probe_endpoint, endpoint, options, timeout, sleep)
+        futures = [pool.submit(probe_endpoint, endpoint, options, timeout, sleep, deadline)
                    for endpoint in endpoints]
         return [future.result() for future in futures]

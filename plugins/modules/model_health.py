@@ -76,7 +76,10 @@ options:
     type: str
   timeout:
     description:
-      - Total seconds to wait for all endpoints to become healthy. The endpoints are probed in parallel, each until this deadline.
+      - Total seconds to wait for all endpoints to become healthy. One deadline, O(timeout) seconds from the start of the
+        task, holds for every endpoint; the endpoints are probed in parallel (up to 256 at once; one past those whose turn
+        comes after the deadline is tried once).
+      - The last request before the deadline may run up to half a second past it, so that it reports the server's real state.
       - Must be greater than 0.
     type: float
     default: 120
@@ -128,7 +131,12 @@ options:
     default: true
   use_proxy:
     description:
-      - Use the proxy from the C(http_proxy)/C(https_proxy) environment variables (honouring C(no_proxy)).
+      - Use the proxy from the C(http_proxy)/C(https_proxy) environment variables (honouring C(no_proxy)), where it cannot
+        be handed the API key.
+      - A loopback endpoint (C(localhost), C(127.0.0.0/8), C(::1)) is always reached directly.
+      - An V(http) endpoint that is sent an API key (O(api_key) or O(endpoints[].api_key)) is always reached directly, since
+        a proxy reads every header of a plain http request and so would be handed the bearer key.
+      - An V(https) endpoint may go through the proxy, as a C(CONNECT) tunnel with the key inside TLS, end to end.
       - Set to V(false) to always connect directly.
     type: bool
     default: true

@@ -143,3 +143,40 @@ def started(factory: Callable[..., T]) -> Iterator[Callable[..., T]]:
     finally:
         for server in opened:
             server.close()
+
+
+class BlackHole:
+    """A TCP port on 127.0.0.1 that takes connections (the kernel's backlog completes them)
+    but never reads or answers: a server hung or wedged, so every request times out."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(1024)
+        self.url = 'http://127.0.0.1:%d' % self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class RecordingProxy:
+    """An HTTP proxy on 127.0.0.1 that forwards nothing: it records each request line (an
+    absolute URL for http://, CONNECT host:port for https://) with its Authorization
+    header, and answers 502, so a test sees what a proxy would have been handed."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str | None]] = []
+        proxy = self
+
+        class Handler(QuietHandler):
+            def _record(self) -> None:
+                proxy.requests.append((self.requestline, self.headers.get('Authorization')))
+                send_json(self, 502, {'error': 'recording proxy: not forwarded'})
+
+            do_GET = do_POST = do_CONNECT = _record  # noqa: N815 (http.server naming)
+
+        self._server = HTTPServer(Handler)
+        self.url = self._server.url
+
+    def close(self) -> None:
+        self._server.close()

@@ -4,6 +4,7 @@
 """Unit tests of the llama-server probing logic against real local HTTP servers."""
 
 import json
+import time
 
 import pytest
 
@@ -14,6 +15,26 @@ from ansible_collections.multimodel.orchestration.plugins.module_utils.llama_ser
     probe_endpoint,
     probe_endpoints,
 )
+from support.servers import BlackHole, RecordingProxy, started
+
+
+@pytest.fixture
+def black_hole():
+    """Factory: black_hole() -> a BlackHole (connections taken, never answered)."""
+    with started(BlackHole) as start:
+        yield start
+
+
+@pytest.fixture
+def recording_proxy(monkeypatch):
+    """A RecordingProxy set as http_proxy and https_proxy (no no_proxy) for the test."""
+    with started(RecordingProxy) as start:
+        proxy = start()
+        for name in ('no_proxy', 'NO_PROXY', 'all_proxy', 'ALL_PROXY', 'HTTP_PROXY', 'HTTPS_PROXY'):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv('http_proxy', proxy.url)
+        monkeypatch.setenv('https_proxy', proxy.url)
+        yield proxy
 
 
 def options(**kwargs):
@@ -333,3 +354,81 @@ def test_mixed_results_keep_order(fake_llama_server, refused_url):
 
 def test_no_endpoints():
     assert probe_endpoints([], options(), timeout=1) == []
+
+
+def test_one_deadline_for_every_endpoint_past_the_worker_pool(black_hole):
+    # 40 hung servers, more than one pool of threads: every endpoint is judged against the
+    # one deadline set when the probe started, so the probe takes about `timeout`, not a
+    # fresh `timeout` for each endpoint that waited for a thread.
+    hole = black_hole()
+    endpoints = normalize_endpoints([{'name': 'e%d' % i, 'url': hole.url} for i in range(40)])
+    started_at = time.monotonic()
+    results = probe_endpoints(endpoints, options(request_timeout=0.4, interval=0.1), timeout=1.5)
+    elapsed = time.monotonic() - started_at
+    assert [r['reason'] for r in results] == ['timeout'] * 40
+    # The last request may still take its minimum 0.5 s past the deadline.
+    assert elapsed < 1.5 + 0.9, 'the probe took %.2f s for a timeout of 1.5 s' % elapsed
+    assert max(r['elapsed_s'] for r in results) < 1.5 + 0.9
+
+
+def test_endpoints_past_the_first_32_are_still_probed(black_hole, fake_llama_server):
+    hole = black_hole()
+    good = fake_llama_server(alias='q2')
+    entries = [{'name': 'hung%d' % i, 'url': hole.url} for i in range(36)]
+    entries += [{'name': 'ok%d' % i, 'url': good.url, 'alias': 'q2'} for i in range(4)]
+    results = probe_endpoints(normalize_endpoints(entries), options(request_timeout=0.4), timeout=1)
+    assert [r['name'] for r in results if r['healthy']] == ['ok0', 'ok1', 'ok2', 'ok3']
+
+
+def test_an_endpoint_past_the_deadline_gets_one_attempt(fake_llama_server):
+    server = fake_llama_server(loading_s=60)
+    result = probe_endpoint(endpoint(server.url), options(interval=0.1), timeout=5,
+                            deadline=time.monotonic() - 1)
+    assert (result['reason'], result['attempts']) == ('loading', 1)
+    assert result['elapsed_s'] < 1
+
+
+# --- proxies: the bearer key never goes to a proxy that could read it ----------------------
+
+def test_loopback_is_never_proxied(fake_llama_server, recording_proxy):
+    server = fake_llama_server(api_key='s3cret')
+    result = probe_endpoint(endpoint(server.url), options(api_key='s3cret', use_proxy=True), timeout=5)
+    assert result['healthy'] is True
+    assert recording_proxy.requests == []
+    assert {r.authorization for r in server.requests} == {'Bearer s3cret'}
+
+
+@pytest.mark.parametrize('url', ['http://localhost:%d', 'http://[::1]:%d', 'http://127.0.0.2:%d'])
+def test_every_loopback_name_is_never_proxied(recording_proxy, url):
+    result = probe_endpoint(endpoint(url % 9), options(api_key='s3cret', use_proxy=True), timeout=0.3)
+    assert result['status'] == 'unreachable'
+    assert recording_proxy.requests == []
+
+
+def test_plain_http_with_a_key_is_never_proxied(recording_proxy):
+    # A proxy of a plain http request reads every header: the key would be handed to it.
+    result = probe_endpoint(endpoint('http://192.0.2.1:8080'),
+                            options(api_key='s3cret', use_proxy=True, request_timeout=0.3), timeout=0.3)
+    assert result['status'] == 'unreachable'
+    assert recording_proxy.requests == []
+
+
+def test_plain_http_without_a_key_follows_the_proxy(recording_proxy):
+    result = probe_endpoint(endpoint('http://192.0.2.1:8080'), options(use_proxy=True), timeout=0.3)
+    assert result['reason'] == 'http_502'
+    assert recording_proxy.requests[0] == ('GET http://192.0.2.1:8080/health HTTP/1.1', None)
+
+
+def test_https_with_a_key_goes_through_the_proxy_only_as_a_tunnel(recording_proxy):
+    result = probe_endpoint(endpoint('https://192.0.2.1:8443'), options(api_key='s3cret', use_proxy=True),
+                            timeout=0.3)
+    assert result['healthy'] is False
+    # CONNECT only: the key would travel inside TLS, end to end.
+    assert recording_proxy.requests[0] == ('CONNECT 192.0.2.1:8443 HTTP/1.0', None)
+    assert all('s3cret' not in repr(request) for request in recording_proxy.requests)
+
+
+def test_use_proxy_false_never_proxies(recording_proxy):
+    result = probe_endpoint(endpoint('http://192.0.2.1:8080'), options(request_timeout=0.3), timeout=0.3)
+    assert result['status'] == 'unreachable'
+    assert recording_proxy.requests == []
