@@ -26,6 +26,9 @@ _WILDCARDS = ("0.0.0.0", "::", "")
 
 # The host name a container reaches its own host by (the backend's extra_hosts: host-gateway).
 DOCKER_HOST_GATEWAY = "host.docker.internal"
+# What host-gateway resolves to: daemon.json's host-gateway-ip, else the default bridge's
+# (docker0's) address, 172.17.0.1 unless daemon.json's bip says otherwise.
+DOCKER_DEFAULT_GATEWAY = "172.17.0.1"
 
 # What the backend keeps of a tier (the reference backend's MMO_TIERS_JSON contract is the
 # first four; bind and host serve the backend role's checks).
@@ -70,14 +73,38 @@ def llama_endpoints(resolved: Any) -> list[dict]:
             for i in _require_list(resolved, "resolved instances")]
 
 
+def docker_gateway(host_vars: Mapping) -> str:
+    """The address ``host-gateway`` (host.docker.internal) stands for on a host, from what its
+    variables say: daemon.json's host-gateway-ip, else docker0's address from the gathered
+    facts, else the address of daemon.json's bip, else Docker's default 172.17.0.1. The daemon
+    options are read from the inventory (docker_daemon_options, docker_daemon_options_extra)."""
+    options: dict = {}
+    for name in ("docker_daemon_options", "docker_daemon_options_extra"):
+        if isinstance(host_vars.get(name), Mapping):
+            options.update(host_vars[name])
+    facts = host_vars.get("ansible_facts")
+    docker0 = facts.get("docker0") if isinstance(facts, Mapping) else None
+    if not isinstance(docker0, Mapping):
+        docker0 = host_vars.get("ansible_docker0")
+    ipv4 = docker0.get("ipv4") if isinstance(docker0, Mapping) else None
+    for candidate in (options.get("host-gateway-ip"),
+                      ipv4.get("address") if isinstance(ipv4, Mapping) else None,
+                      str(options.get("bip") or "").split("/", 1)[0]):
+        if candidate:
+            return str(candidate)
+    return DOCKER_DEFAULT_GATEWAY
+
+
 def backend_tiers(hosts: Any, hostvars: Mapping, backend_host: str) -> list[dict]:
     """The model tier as a backend on ``backend_host`` reaches it: every instance of every
     host in ``hosts``, resolved as the llama_cpp_servers role resolves it there.
 
-    An instance on the backend's own host is reached through the Docker host gateway; one
-    bound to a wildcard address through its host's ansible_host (or inventory name); any
-    other through its bind address. Each tier has name, url, complexity, alias, and the
-    bind address and host the backend role checks."""
+    An instance on the backend's own host is reached through the Docker host gateway
+    (host.docker.internal) when it listens there: bound to a wildcard address or to the
+    gateway's address (docker_gateway); bound to another address, at that address. One on
+    another host bound to a wildcard address is reached through its host's ansible_host (or
+    inventory name), any other through its bind address. Each tier has name, url, complexity,
+    alias, and the bind address and host the backend role checks."""
     tiers = []
     for host in _require_list(hosts, "hosts"):
         host_vars = hostvars[host]
@@ -87,7 +114,7 @@ def backend_tiers(hosts: Any, hostvars: Mapping, backend_host: str) -> list[dict
             host_vars.get("llama_cpp_servers_bind_address", DEFAULT_BIND_ADDRESS))
         for instance in resolved:
             bind = instance["bind_address"]
-            if host == backend_host:
+            if host == backend_host and (bind in _WILDCARDS or bind == docker_gateway(host_vars)):
                 address = DOCKER_HOST_GATEWAY
             elif bind in _WILDCARDS:
                 address = host_vars.get("ansible_host", host)

@@ -101,6 +101,45 @@ def test_backend_tiers_reach_each_instance_as_the_backend_host_sees_it():
     ]
 
 
+def _own_host_url(bind, **host_vars):
+    hostvars = {'app': dict(host_vars, llama_cpp_servers_instances=[{'name': 'x', 'port': 8090,
+                                                                     'bind_address': bind}])}
+    return topology.backend_tiers(['app'], hostvars, 'app')[0]['url']
+
+
+@pytest.mark.parametrize('bind', ['0.0.0.0', '::', '172.17.0.1'])
+def test_a_server_on_the_backends_host_listening_on_the_gateway_is_reached_through_it(bind):
+    assert _own_host_url(bind) == 'http://host.docker.internal:8090'
+
+
+@pytest.mark.parametrize('bind, url', [
+    # The host's private address: host.docker.internal (172.17.0.1) finds nothing listening there.
+    ('192.0.2.20', 'http://192.0.2.20:8090'),
+    ('fd00::20', 'http://[fd00::20]:8090'),
+])
+def test_a_server_on_the_backends_host_bound_elsewhere_is_reached_at_its_address(bind, url):
+    assert _own_host_url(bind) == url
+
+
+DOCKER0 = {'ansible_facts': {'docker0': {'ipv4': {'address': '172.18.0.1', 'netmask': '255.255.0.0'}}}}
+
+
+@pytest.mark.parametrize('host_vars, gateway', [
+    ({}, '172.17.0.1'),
+    (DOCKER0, '172.18.0.1'),
+    ({'ansible_docker0': {'ipv4': {'address': '172.19.0.1'}}}, '172.19.0.1'),
+    ({'docker_daemon_options_extra': {'bip': '10.99.0.1/24'}}, '10.99.0.1'),
+    (dict(DOCKER0, docker_daemon_options={'host-gateway-ip': '10.0.0.7'}), '10.0.0.7'),
+    (dict(DOCKER0, docker_daemon_options_extra={'host-gateway-ip': '10.0.0.8'}), '10.0.0.8'),
+])
+def test_the_gateway_is_what_host_gateway_stands_for_on_that_host(host_vars, gateway):
+    assert topology.docker_gateway(host_vars) == gateway
+    assert _own_host_url(gateway, **host_vars) == 'http://host.docker.internal:8090'
+    # Docker's default bridge address is no gateway once the host says otherwise.
+    if gateway != '172.17.0.1':
+        assert _own_host_url('172.17.0.1', **host_vars) == 'http://172.17.0.1:8090'
+
+
 def test_backend_tiers_use_the_role_default_bind_and_keep_a_missing_complexity_empty():
     hostvars = {'gpu': {'llama_cpp_servers_instances': [{'name': 'x', 'port': 1}]}}
     [tier] = topology.backend_tiers(['gpu'], hostvars, 'app')
