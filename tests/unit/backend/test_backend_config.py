@@ -37,14 +37,17 @@ def test_defaults_and_full_settings():
     assert (settings.faiss_dir, settings.cache_ttl, settings.request_timeout, settings.max_tokens) == \
         ('/data/faiss', 3600, 120.0, 256)
     assert settings.llama_api_key is None and settings.searxng_url is None and settings.cors_origins == ()
+    assert settings.drain_delay == 0.0
 
     settings = load_settings(env(MMO_LLAMA_API_KEY='key', MMO_FAISS_DIR='/srv/idx', MMO_SEARXNG_URL='http://sx:8080/',
                                  MMO_CORS_ORIGINS='https://a.example, https://b.example,', MMO_CACHE_TTL='0',
-                                 MMO_REQUEST_TIMEOUT='2.5', MMO_MAX_TOKENS='64'))
+                                 MMO_REQUEST_TIMEOUT='2.5', MMO_MAX_TOKENS='64', MMO_DRAIN_DELAY='2.5'))
     assert settings.llama_api_key == 'key' and settings.faiss_dir == '/srv/idx'
     assert settings.searxng_url == 'http://sx:8080' and settings.cors_origins == ('https://a.example',
                                                                                   'https://b.example')
-    assert (settings.cache_ttl, settings.request_timeout, settings.max_tokens) == (0, 2.5, 64)
+    assert (settings.cache_ttl, settings.request_timeout, settings.max_tokens, settings.drain_delay) == (0, 2.5, 64, 2.5)
+    assert load_settings(env(MMO_CORS_ORIGINS='http://[::1]:3000,http://localhost:8080')).cors_origins == (
+        'http://[::1]:3000', 'http://localhost:8080')
     assert set(settings.secrets()) == {'key', 's3cret'}
     assert load_settings(env(MMO_REDIS_URL='redis://:p%40ss@r:6379/0')).secrets() == ['p%40ss', 'p@ss']
     assert load_settings(env(MMO_REDIS_URL='unix:///run/redis.sock?password=pw1')).secrets() == ['pw1']
@@ -84,6 +87,11 @@ def test_tiers_errors_name_the_variable(tiers_json, message):
     ({'MMO_REQUEST_TIMEOUT': 'inf'}, 'MMO_REQUEST_TIMEOUT must be a number'),
     ({'MMO_MAX_TOKENS': '0'}, "MMO_MAX_TOKENS must be a whole number >= 1, got '0'"),
     ({'MMO_SEARXNG_URL': 'searxng:8080'}, 'MMO_SEARXNG_URL must be an http:// or https:// URL'),
+    ({'MMO_CORS_ORIGINS': 'https://a.example,not a url'}, "MMO_CORS_ORIGINS: 'not a url' is not an origin"),
+    ({'MMO_CORS_ORIGINS': 'https://a.example/'}, "MMO_CORS_ORIGINS: 'https://a.example/' is not an origin"),
+    ({'MMO_CORS_ORIGINS': 'ftp://a.example'}, "MMO_CORS_ORIGINS: 'ftp://a.example' is not an origin"),
+    ({'MMO_CORS_ORIGINS': 'http://a.example:99999'}, "MMO_CORS_ORIGINS: 'http://a.example:99999' is not an origin"),
+    ({'MMO_DRAIN_DELAY': '-1'}, "MMO_DRAIN_DELAY must be a number >= 0.0, got '-1'"),
 ])
 def test_other_variables(changes, message):
     with pytest.raises(ConfigError) as error:

@@ -1,7 +1,8 @@
 # Copyright (c) 2026, multimodel.orchestration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The backend as the role runs it: `uvicorn multimodel_backend.main:app` configured by MMO_* variables."""
+"""The backend as the role runs it: `mmo-serve multimodel_backend.main:app` (uvicorn with a graceful
+drain, multimodel_backend/serve.py) or plain uvicorn, configured by MMO_* variables."""
 
 import json
 import logging
@@ -10,13 +11,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from multimodel_backend.log import RedactSecrets
+from support.fake_llama import FakeLlamaServer
+from support.servers import started, wait_for
 
 API_KEY = 'sk-llama-0123456789abcdef'
 
@@ -27,7 +32,10 @@ def tiers_json(urls):
 
 
 class Uvicorn:
-    def __init__(self, app_dir, log_path, env, *args):
+    """`python -m MODULE multimodel_backend.main:app` on a free loopback port: uvicorn, or
+    multimodel_backend.serve (the role's mmo-serve)."""
+
+    def __init__(self, app_dir, log_path, env, *args, module='uvicorn'):
         with socket.socket() as sock:
             sock.bind(('127.0.0.1', 0))
             self.port = sock.getsockname()[1]
@@ -36,7 +44,7 @@ class Uvicorn:
         clean = {k: v for k, v in os.environ.items() if not k.startswith('MMO_') and k != 'PROMETHEUS_MULTIPROC_DIR'}
         with open(log_path, 'w') as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
-                [sys.executable, '-m', 'uvicorn', 'multimodel_backend.main:app', '--host', '127.0.0.1',
+                [sys.executable, '-m', module, 'multimodel_backend.main:app', '--host', '127.0.0.1',
                  '--port', str(self.port), *args], cwd=app_dir, env=dict(clean, **env), stdout=log,
                 stderr=subprocess.STDOUT)
 
@@ -71,8 +79,8 @@ class Uvicorn:
 def uvicorn_process(app_dir, tmp_path):
     started = []
 
-    def start(env, *args):
-        started.append(Uvicorn(app_dir, tmp_path / f'uvicorn-{len(started)}.log', env, *args))
+    def start(env, *args, module='uvicorn'):
+        started.append(Uvicorn(app_dir, tmp_path / f'uvicorn-{len(started)}.log', env, *args, module=module))
         return started[-1]
 
     yield start
@@ -158,3 +166,106 @@ def test_workers_share_metrics_through_the_multiprocess_directory(uvicorn_proces
     line = 'mmo_http_requests_total{endpoint="/api/query",method="POST",status="200"} 6.0'
     assert all(line in text for text in scrapes), scrapes[-1]
     assert len(os.listdir(tmp_path / 'prom')) >= 2  # both workers wrote their values
+
+
+# --- the graceful drain (mmo-serve) -------------------------------------------------------
+
+class SlowStream(FakeLlamaServer):
+    """A llama-server whose chat stream takes pause seconds per token: a long WebSocket answer."""
+
+    pause = 0.3
+
+    def sse_events(self, body):
+        for event in super().sse_events(body):
+            time.sleep(self.pause)
+            yield event
+
+
+@pytest.fixture
+def slow_stream():
+    with started(SlowStream) as start:
+        yield start
+
+
+def in_thread(function):
+    """Run function() in a thread; the returned thread's .result is its return value or exception."""
+    def run():
+        try:
+            thread.result = function()
+        except Exception as exc:  # pylint: disable=broad-exception-caught  # the test asserts on it
+            thread.result = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.result = None
+    thread.start()
+    return thread
+
+
+def ws_answer(ws):
+    """The messages of one WebSocket answer, up to done or error, then the close code."""
+    messages = []
+    while not messages or messages[-1]['type'] == 'token':
+        messages.append(json.loads(ws.recv(timeout=30)))
+    try:
+        ws.recv(timeout=10)
+    except ConnectionClosed as closed:
+        return messages, closed.rcvd.code if closed.rcvd else None
+    return messages, 'still open'
+
+
+@pytest.mark.parametrize('workers', ['1', '2'])
+def test_sigterm_drains_a_long_request_and_a_websocket_stream(uvicorn_process, servers, slow_stream, redis_db,
+                                                              workers):
+    long_http = servers.llama('Q2_FAST_1', delay=4)  # a 4 s answer
+    long_stream = slow_stream('Q4_DEEP_1', tokens=[f' t{n}' for n in range(12)])  # about 4 s of tokens
+    llama = [long_http, servers.llama('Q3_SYNTH_1'), long_stream]
+    process = uvicorn_process({'MMO_TIERS_JSON': tiers_json([s.url for s in llama]), 'MMO_REDIS_URL': redis_db.url,
+                               'MMO_CACHE_TTL': '0', 'MMO_DRAIN_DELAY': '1.5'},
+                              '--workers', workers, '--timeout-graceful-shutdown', '30',
+                              module='multimodel_backend.serve')
+    process.wait_ready(120)
+    with connect(process.url.replace('http', 'ws') + '/ws') as ws:
+        query = in_thread(lambda: httpx.post(process.url + '/api/query', json={'query': 'long', 'mode': 'simple'},
+                                             timeout=30))
+        ws.send(json.dumps({'query': 'stream', 'mode': 'complex'}))
+        first = json.loads(ws.recv(timeout=30))
+        wait_for(long_http.chats, what='the HTTP query to reach llama-server')
+        signalled = time.monotonic()
+        process.process.send_signal(signal.SIGTERM)
+        # At once (the supervisor passes the signal on within half a second): /health is 503
+        # for the proxy's health check, while the listener still takes new connections.
+        wait_for(lambda: httpx.get(process.url + '/health', timeout=2).status_code == 503, timeout=3,
+                 what='/health to answer 503')
+        assert httpx.get(process.url + '/health').json() == {'status': 'draining'}
+        messages, close_code = ws_answer(ws)
+    assert first['type'] == 'token'
+    assert messages[-1]['type'] == 'done' and len(messages) == 12, messages  # every token, then done
+    assert close_code == 1012  # service restart: reconnect, to another replica
+    query.join(30)
+    assert isinstance(query.result, httpx.Response) and query.result.status_code == 200, query.result
+    assert query.result.json()['answer'] == 'Q2_FAST_1 says: Hello from Q2_FAST_1.'
+    assert query.result.headers['connection'] == 'close'
+    process.process.wait(30)
+    took = time.monotonic() - signalled
+    assert 1.5 <= took < 20, took
+    output = process.output()
+    assert 'Draining: /health answers 503' in output and 'Drain timeout' not in output
+    assert 'shut down: Redis and HTTP clients closed' in output
+
+
+def test_the_drain_waits_no_longer_than_the_graceful_timeout(uvicorn_process, servers, redis_db):
+    stuck = servers.llama('Q2_FAST_1', delay=20)
+    process = uvicorn_process({'MMO_TIERS_JSON': tiers_json([stuck.url] * 3), 'MMO_REDIS_URL': redis_db.url,
+                               'MMO_DRAIN_DELAY': '0.5'},
+                              '--timeout-graceful-shutdown', '2', module='multimodel_backend.serve')
+    process.wait_ready()
+    query = in_thread(lambda: httpx.post(process.url + '/api/query', json={'query': 'stuck', 'mode': 'simple'},
+                                         timeout=30))
+    wait_for(stuck.chats, what='the query to reach llama-server')
+    signalled = time.monotonic()
+    process.process.send_signal(signal.SIGTERM)
+    process.process.wait(15)
+    assert time.monotonic() - signalled < 6
+    assert 'Drain timeout (2 s) exceeded with 1 request(s) in flight' in process.output()
+    query.join(10)
+    assert not isinstance(query.result, httpx.Response) or query.result.status_code >= 500

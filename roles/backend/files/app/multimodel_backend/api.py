@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from .config import Instance, Settings
+from .drain import Drain, DrainMiddleware
 from .llama import Messages, TierUnavailable, UpstreamError
 from .log import logger, setup_logging
 from .metrics import Metrics, RequestMetrics
@@ -24,6 +25,7 @@ from .service import Backend
 
 def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
+    drain = Drain(settings.drain_delay)  # started by serve.py's server on SIGTERM
     setup_logging(settings.secrets())
 
     @asynccontextmanager
@@ -41,10 +43,12 @@ def create_app(settings: Settings) -> FastAPI:
             logger.info("shut down: Redis and HTTP clients closed")
 
     app = FastAPI(title="multimodel backend", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.drain = drain
     app.add_middleware(RequestMetrics, metrics=metrics)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["Content-Type"])
+    app.add_middleware(DrainMiddleware, drain=drain)  # the outermost: counts every request
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -52,12 +56,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     # response_model=None: FastAPI would turn a dict return annotation into a response model
     # (validation on every call, a schema in /openapi.json); these annotations are for readers.
+    # While draining (SIGTERM), 503: the proxy's active health check stops sending requests here.
     @app.get("/health", response_model=None)
-    async def health() -> dict[str, str]:
+    async def health() -> dict[str, str] | JSONResponse:
+        if drain.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
         return {"status": "ok"}
 
     @app.get("/health/ready")
     async def ready(request: Request) -> JSONResponse:
+        if drain.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
         ok, body = await request.app.state.backend.readiness()
         return JSONResponse(body, status_code=200 if ok else 503)
 
@@ -86,11 +95,16 @@ def create_app(settings: Settings) -> FastAPI:
                 return
             raw = message.get("text") or (message.get("bytes") or b"").decode("utf-8", "replace")
             try:
-                outcome = await _ws_query(websocket, backend, raw)
+                with drain.track():  # a query being answered holds the drain until it is done
+                    outcome = await _ws_query(websocket, backend, raw)
             except WebSocketDisconnect:
                 outcome = "disconnected"  # the client left mid-answer; aclosing() ended the upstream call
             metrics.ws_queries.labels(outcome).inc()
             if outcome == "disconnected":
+                return
+            if drain.draining:
+                # Answered; the client reconnects (through the proxy, to another replica).
+                await websocket.close(1012, "service restart")
                 return
 
     return app

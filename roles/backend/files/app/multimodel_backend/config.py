@@ -42,6 +42,7 @@ class Settings:
     cache_ttl: int = 3600
     request_timeout: float = 120.0
     max_tokens: int = 256
+    drain_delay: float = 0.0
 
     def tier(self, level: str) -> list[Instance]:
         return [i for i in self.instances if i.complexity == level]
@@ -59,6 +60,22 @@ def _http_url(value: str, what: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{what} must be an http:// or https:// URL, got {value!r}")
     return value.rstrip("/")
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    """MMO_CORS_ORIGINS: comma-separated origins, each scheme://host[:port] (a browser's Origin header)."""
+    origins = tuple(o.strip() for o in raw.split(",") if o.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:  # not a number, or out of range
+            port_ok = False
+        if (parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.path
+                or parts.query or parts.fragment or parts.username is not None or " " in origin):
+            raise ConfigError(f"MMO_CORS_ORIGINS: {origin!r} is not an origin: "
+                              "scheme://host[:port] with http or https, no path")
+    return origins
 
 
 def _instances(raw: str | None) -> tuple[Instance, ...]:
@@ -149,15 +166,15 @@ def _secret(env: Mapping[str, str], name: str) -> str:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     searxng = env.get("MMO_SEARXNG_URL", "").strip()
-    origins = tuple(o.strip() for o in env.get("MMO_CORS_ORIGINS", "").split(",") if o.strip())
     return Settings(
         instances=_instances(env.get("MMO_TIERS_JSON")),
         redis_url=_redis_url(_secret(env, "MMO_REDIS_URL")),
         llama_api_key=_secret(env, "MMO_LLAMA_API_KEY") or None,
         faiss_dir=env.get("MMO_FAISS_DIR", "").strip() or "/data/faiss",
         searxng_url=_http_url(searxng, "MMO_SEARXNG_URL") if searxng else None,
-        cors_origins=origins,
+        cors_origins=_origins(env.get("MMO_CORS_ORIGINS", "")),
         cache_ttl=_number(env, "MMO_CACHE_TTL", 3600, int, 0),
         request_timeout=_number(env, "MMO_REQUEST_TIMEOUT", 120.0, float, 0.1),
         max_tokens=_number(env, "MMO_MAX_TOKENS", 256, int, 1),
+        drain_delay=_number(env, "MMO_DRAIN_DELAY", 0.0, float, 0.0),
     )
