@@ -35,7 +35,7 @@ attributes:
     support: full
     description: Can run in check mode and return changed status prediction without modifying target.
     details:
-      - Check mode changes nothing here: the module reads the same engine and sockets either way.
+      - The module reads the same engine and sockets in check mode, and changes nothing either way.
   diff_mode:
     support: none
     description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
