@@ -110,3 +110,51 @@ def test_reloadable_change_reloads_and_restart_keeps_containers(host, host_json,
         host.run("docker rm -f verify-live")
         restore = playbook("converge.yml")
         assert restore.returncode == 0, restore.stdout[-3000:]
+
+
+def test_daemon_json_left_pending_is_applied_by_the_next_run(host, host_json, playbook):
+    """daemon.json written by a run that stopped before applying it (--tags docker_configure
+    here; a failed run alike) is applied by the next run with nothing else changed: dockerd is
+    restarted and the running engine reports the new setting. Decided from what dockerd last
+    applied, not from what the run changed; check mode predicts it and changes nothing."""
+    settings = {"docker_daemon_options_extra": {"labels": ["org.multimodel.role=docker-test"],
+                                                "log-driver": "local"}}
+    dockerd_pid = host.check_output("systemctl show -p MainPID --value docker")
+    daemon_json = host.file("/etc/docker/daemon.json").content_string
+    try:
+        # Check mode, daemon.json to change: the restart is predicted, nothing changes.
+        predicted = playbook("converge.yml", settings, check=True, as_json=True)
+        assert predicted.returncode == 0, predicted.stderr[-3000:]
+        assert predicted.changed("Write daemon.json")
+        assert predicted.changed("Reload or restart the Docker daemon with the new daemon.json")
+        assert host.file("/etc/docker/daemon.json").content_string == daemon_json
+        assert host.check_output("systemctl show -p MainPID --value docker") == dockerd_pid
+
+        written = playbook("converge.yml", settings, tags="docker_configure")
+        assert written.returncode == 0, written.stdout[-3000:]
+        assert json.loads(host.file("/etc/docker/daemon.json").content_string)["log-driver"] == "local"
+        # Written, not applied: the same dockerd, still on the old log driver.
+        assert host.check_output("systemctl show -p MainPID --value docker") == dockerd_pid
+        assert host_json("docker info --format '{{json .LoggingDriver}}'") == "json-file"
+
+        # Check mode, daemon.json written but not applied: the restart is predicted.
+        predicted = playbook("converge.yml", settings, check=True, as_json=True)
+        assert predicted.returncode == 0, predicted.stderr[-3000:]
+        assert not predicted.changed("Write daemon.json")
+        assert predicted.changed("Reload or restart the Docker daemon with the new daemon.json")
+        assert host.check_output("systemctl show -p MainPID --value docker") == dockerd_pid
+
+        applied = playbook("converge.yml", settings, as_json=True)
+        assert applied.returncode == 0, applied.stderr[-3000:]
+        assert not applied.changed("Write daemon.json")
+        assert applied.changed("Reload or restart the Docker daemon with the new daemon.json")
+        assert host.check_output("systemctl show -p MainPID --value docker") != dockerd_pid
+        assert host_json("docker info --format '{{json .LoggingDriver}}'") == "local"
+
+        again = playbook("converge.yml", settings, as_json=True)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert again.stats["changed"] == 0
+    finally:
+        restore = playbook("converge.yml")
+        assert restore.returncode == 0, restore.stdout[-3000:]
+        assert host_json("docker info --format '{{json .LoggingDriver}}'") == "json-file"
