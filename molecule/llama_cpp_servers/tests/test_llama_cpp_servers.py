@@ -1,6 +1,7 @@
 """Verify the model tier: four real llama-server instances under systemd."""
 import json
 import os
+import re
 import time
 
 import pytest
@@ -13,6 +14,19 @@ INSTANCES = {  # name: (port, alias, model)
     "Q4_DEEP": (8083, "q4-deep", "q4"),
 }
 MODELS_DIR = os.path.join(os.environ.get("MMO_CACHE", "/var/cache/mmo-harness"), "models")
+# systemd-analyze security's overall exposure of llama-server@Q2_FAST_1 in this scenario
+# before issue 10's hardening (measured 2026-12-02 on the role at commit abbb869, Debian
+# testing's systemd): the unit must stay better (lower) than this.
+EXPOSURE_BEFORE = 3.0
+# An argument with quotes, spaces and a colon, which the old unquoted $LLAMA_SERVER_ARGS split.
+EXTRA_ARGS = ["--chat-template-kwargs", '{"enable_thinking": false}']
+# The role's default instances, as converge.yml deploys them.
+FOUR = [
+    {"name": "Q2_FAST_1", "port": 8080, "model": "q2", "alias": "q2-fast", "ctx_size": 16384, "threads": 6, "complexity": "simple"},
+    {"name": "Q2_FAST_2", "port": 8081, "model": "q2", "alias": "q2-fast", "ctx_size": 16384, "threads": 6, "complexity": "simple"},
+    {"name": "Q3_SYNTH", "port": 8082, "model": "q3", "alias": "q3-synth", "ctx_size": 24576, "threads": 8, "complexity": "moderate"},
+    {"name": "Q4_DEEP", "port": 8083, "model": "q4", "alias": "q4-deep", "ctx_size": 32768, "threads": 10, "complexity": "complex"},
+]
 
 
 def curl(host, path, port, key=KEY, data=None):
@@ -28,6 +42,24 @@ def curl(host, path, port, key=KEY, data=None):
 
 def main_pids(host):
     return {name: host.check_output(f"systemctl show -p MainPID --value llama-server@{name}") for name in INSTANCES}
+
+
+def cmdline(host, name):
+    """The arguments of the instance's running process (no argument holds a newline)."""
+    pid = host.check_output(f"systemctl show -p MainPID --value llama-server@{name}")
+    assert pid != "0", f"llama-server@{name} is not running"
+    return host.check_output(f"tr '\\0' '\\n' </proc/{pid}/cmdline").splitlines()
+
+
+def has_args(args, wanted):
+    """Whether `wanted` appears in `args` as consecutive arguments."""
+    return any(args[i:i + len(wanted)] == wanted for i in range(len(args)))
+
+
+def config_state(host):
+    """sha256 of every file the role writes for the instances, and their main PIDs."""
+    return host.check_output("sha256sum /etc/llama-server/* /etc/systemd/system/llama-server@*.service "
+                             "/etc/systemd/system/llama-server@*.service.d/*"), main_pids(host)
 
 
 def model_sha(host, model):
@@ -51,6 +83,11 @@ def test_unit_active_with_limits_and_hardening(host, name):
     assert props["PrivateTmp"] == "yes"
     assert props["Restart"] == "on-failure"
     assert props["TimeoutStopUSec"] == "30s"
+    more = dict(line.split("=", 1) for line in host.check_output(
+        f"systemctl show llama-server@{name} -p RestartUSec -p ProtectProc -p ProcSubset -p RemoveIPC "
+        "-p SystemCallErrorNumber -p MemoryDenyWriteExecute -p PrivateUsers").splitlines())
+    assert more == {"RestartUSec": "1s", "ProtectProc": "invisible", "ProcSubset": "pid", "RemoveIPC": "yes",
+                    "SystemCallErrorNumber": "1", "MemoryDenyWriteExecute": "yes", "PrivateUsers": "yes"}
 
 
 @pytest.mark.parametrize("name", INSTANCES)
@@ -79,7 +116,7 @@ def test_replicas_share_one_model_file(host):
     models = sorted(host.check_output("ls /var/lib/llama-server/models").split())
     assert models == ["q2.gguf", "q3.gguf", "q4.gguf"]
     for name in ("Q2_FAST_1", "Q2_FAST_2"):
-        assert "/var/lib/llama-server/models/q2.gguf" in host.file(f"/etc/llama-server/{name}.env").content_string
+        assert has_args(cmdline(host, name), ["--model", "/var/lib/llama-server/models/q2.gguf"])
 
 
 def test_model_health_module_probes_all_four(host, playbook):
@@ -166,11 +203,7 @@ def test_rolling_restart_under_load_loses_no_request(host, playbook):
 
 
 def test_instance_removed_from_the_list_is_stopped_and_removed(host, playbook):
-    three = [
-        {"name": "Q2_FAST_1", "port": 8080, "model": "q2", "alias": "q2-fast", "ctx_size": 16384, "threads": 6, "complexity": "simple"},
-        {"name": "Q2_FAST_2", "port": 8081, "model": "q2", "alias": "q2-fast", "ctx_size": 16384, "threads": 6, "complexity": "simple"},
-        {"name": "Q3_SYNTH", "port": 8082, "model": "q3", "alias": "q3-synth", "ctx_size": 24576, "threads": 8, "complexity": "moderate"},
-    ]
+    three = FOUR[:3]
     try:
         result = playbook("converge.yml", {"llama_cpp_servers_instances": three})
         assert result.returncode == 0, result.stdout[-3000:]
@@ -193,3 +226,107 @@ def test_bad_instance_refused_before_any_change(host, playbook):
     assert "instance 'Q2_FAST_1' is not valid" in result.stdout and "got 'missing'" in result.stdout
     assert main_pids(host) == before
     assert host.file("/etc/llama-server/Q4_DEEP.env").exists
+
+
+def test_security_exposure_is_better_than_before(host, capsys):
+    report = host.check_output("systemd-analyze security --no-pager llama-server@Q2_FAST_1.service")
+    found = re.search(r"Overall exposure level for llama-server@Q2_FAST_1.service: ([0-9.]+)", report)
+    assert found, report[-2000:]
+    exposure = float(found.group(1))
+    with capsys.disabled():
+        print(f"\nsystemd-analyze security llama-server@Q2_FAST_1: exposure {exposure} (before: {EXPOSURE_BEFORE})")
+    assert exposure < EXPOSURE_BEFORE, report
+
+
+def test_killed_instance_is_back_and_serving_within_10_seconds(host, capsys):
+    """kill -9 of one fast replica: systemd restarts it (RestartSec) and it serves its model."""
+    old_pid = main_pids(host)["Q2_FAST_2"]
+    # Timed on the instance: kill, then poll the model list with the key until it answers.
+    probe = host.run(
+        "python3 -c 'import os, signal, sys, time, urllib.request\n"
+        f"start = time.monotonic(); os.kill({old_pid}, signal.SIGKILL)\n"
+        "request = urllib.request.Request(\"http://127.0.0.1:8081/v1/models\", "
+        f"headers={{\"Authorization\": \"Bearer {KEY}\"}})\n"
+        "while time.monotonic() - start < 60:\n"
+        "    try:\n"
+        "        if urllib.request.urlopen(request, timeout=1).status == 200:\n"
+        "            print(round(time.monotonic() - start, 2)); sys.exit(0)\n"
+        "    except Exception:\n"
+        "        pass\n"
+        "    time.sleep(0.1)\n"
+        "sys.exit(1)'")
+    assert probe.rc == 0, f"llama-server@Q2_FAST_2 did not come back within 60 s: {probe.stderr}"
+    seconds = float(probe.stdout)
+    with capsys.disabled():
+        print(f"\nkill -9 llama-server@Q2_FAST_2: serving again after {seconds} s")
+    assert main_pids(host)["Q2_FAST_2"] != old_pid
+    assert seconds <= 10, f"back after {seconds} s"
+    assert curl(host, "/health", 8081, key=None)[0] == 200
+
+
+def test_interrupted_rollout_finishes_on_the_next_run(host, playbook):
+    """Every instance's arguments change and the first health gate fails (its port is taken):
+    the play fails there; once the port is free, a re-run with nothing else changed restarts
+    every instance onto the new arguments, the quoted argument intact, and a third run
+    changes nothing."""
+    new = {"test_extra_args": EXTRA_ARGS, "llama_cpp_servers_health_timeout": 10}
+    for name in INSTANCES:
+        assert not has_args(cmdline(host, name), EXTRA_ARGS)
+    host.run("systemctl stop port-holder 2>/dev/null; systemctl reset-failed port-holder 2>/dev/null")
+    try:
+        assert host.run("systemctl stop llama-server@Q2_FAST_1").rc == 0
+        held = host.run("systemd-run --unit=port-holder /usr/bin/python3 -c 'import socket, time\n"
+                        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                        "s.bind((\"127.0.0.1\", 8080)); s.listen(); time.sleep(900)'")
+        assert held.rc == 0, held.stderr
+        # SO_REUSEADDR: the earlier tests' connections to the port may linger in TIME_WAIT.
+        listening = host.run("for i in $(seq 1 50); do ss -ltnpH 'sport = :8080' | grep -q python3 && exit 0; "
+                             "sleep 0.1; done; exit 1")
+        assert listening.rc == 0, host.run("journalctl -u port-holder --no-pager | tail -5").stdout
+        failed = playbook("converge.yml", new)
+        assert failed.returncode != 0
+        assert "Q2_FAST_1" in failed.stdout[-5000:], failed.stdout[-3000:]
+        # The roll-out stopped at the first instance: the others still run the old arguments.
+        for name in ("Q2_FAST_2", "Q3_SYNTH", "Q4_DEEP"):
+            assert not has_args(cmdline(host, name), EXTRA_ARGS), name
+        assert host.run("systemctl stop port-holder").rc == 0
+
+        rerun = playbook("converge.yml", new)
+        assert rerun.returncode == 0, rerun.stdout[-3000:]
+        for name in INSTANCES:
+            args = cmdline(host, name)
+            assert has_args(args, EXTRA_ARGS), (name, args)
+            assert curl(host, "/health", INSTANCES[name][0], key=None)[0] == 200
+        again = playbook("converge.yml", new, as_json=True)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert again.stats["changed"] == 0, again.stats
+    finally:
+        host.run("systemctl stop port-holder")
+        restore = playbook("converge.yml")
+        assert restore.returncode == 0, restore.stdout[-3000:]
+    for name in INSTANCES:
+        assert not has_args(cmdline(host, name), EXTRA_ARGS), name
+
+
+@pytest.mark.parametrize("extra_vars, message", [
+    ({"llama_cpp_servers_instances": [dict(FOUR[0], alias="q2 fast")] + FOUR[1:]},
+     "instance 'Q2_FAST_1' is not valid: alias must start with a letter or digit"),
+    ({"test_extra_args": ["--chat-template-kwargs", "{\"a\":\n 1}"]},
+     "extra_args must be a list of strings without control characters"),
+    ({"llama_cpp_servers_bind_address": "0.0.0.0", "llama_cpp_servers_api_key": ""},
+     "llama_cpp_servers_api_key is empty, but instance 'Q2_FAST_1' listens on"),
+    ({"llama_cpp_servers_instance_defaults": {"memory_max": "12 GB"}},
+     "memory_max must be empty, bytes with an optional K, M, G, T, P or E suffix"),
+])
+def test_value_that_cannot_work_is_refused_before_any_change(host, playbook, extra_vars, message):
+    before = config_state(host)
+    defaults = extra_vars.get("llama_cpp_servers_instance_defaults")
+    if defaults is not None:  # over the scenario's own defaults
+        base = {"parallel": 2, "gpu_layers": 0, "flash_attn": "auto", "batch_size": 512, "ubatch_size": 256,
+                "extra_args": [], "environment": {"LLAMA_LOG_COLORS": "off"}, "cpu_quota": "100%",
+                "memory_max": "512M", "memory_low": "64M"}
+        extra_vars = dict(extra_vars, llama_cpp_servers_instance_defaults=dict(base, **defaults))
+    result = playbook("converge.yml", extra_vars)
+    assert result.returncode != 0
+    assert message in result.flat, result.stdout[-3000:]
+    assert config_state(host) == before
