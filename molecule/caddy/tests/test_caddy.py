@@ -1,12 +1,50 @@
 """Caddy in front of two real upstreams: HTTPS, balancing, failover, frontend, headers, metrics,
 validated and graceful configuration changes."""
+import base64
 import json
+import time
 
 import pytest
 
 NAME = "mmo-caddy"
 CA = "/var/lib/multimodel/caddy/caddy/pki/authorities/local/root.crt"
 CURL = f"curl -s --cacert {CA}"
+CADDYFILE = "/etc/multimodel/caddy/Caddyfile"
+STAMP = "/etc/multimodel/caddy/Caddyfile.loaded.sha256"
+FRONTEND_INDEX = "/srv/multimodel/frontend/index.html"
+UPSTREAM_DIRS = ("/srv/upstream-1", "/srv/upstream-2")
+
+# A WebSocket client run on the instance: upgrades https://localhost/cgi-bin/ws (the upstreams'
+# stream, converge.yml), prints the status, then each text frame as it arrives, then how the
+# stream ended: "END bye" (the upstream finished it) or "END eof"/"END error ..." (cut).
+WS_CLIENT = f"""
+import socket, ssl
+context = ssl.create_default_context(cafile="{CA}")
+end = "eof"
+try:
+    sock = context.wrap_socket(socket.create_connection(("localhost", 443), timeout=60), server_hostname="localhost")
+    sock.sendall(b"GET /cgi-bin/ws HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: Upgrade\\r\\nUpgrade: websocket\\r\\n"
+                 b"Sec-WebSocket-Version: 13\\r\\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\n\\r\\n")
+    buf = b""
+    while b"\\r\\n\\r\\n" not in buf:
+        buf += sock.recv(4096)
+    head, _, buf = buf.partition(b"\\r\\n\\r\\n")
+    print("STATUS", head.split(b" ")[1].decode(), flush=True)
+    while end != "bye":
+        while len(buf) >= 2 and len(buf) >= 2 + buf[1]:
+            message, buf = buf[2:2 + buf[1]].decode(), buf[2 + buf[1]:]
+            print(message, flush=True)
+            end = "bye" if message == "bye" else end
+        if end == "bye":
+            break
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+except Exception as error:  # noqa: BLE001 - reported to the test, which fails on it
+    end = f"error {{error!r}}"
+print("END", end, flush=True)
+"""
 
 
 @pytest.fixture
@@ -17,6 +55,25 @@ def inspect(host_json):
 def started(host_json):
     state = host_json(f"docker container inspect {NAME}")[0]
     return state["Id"], state["State"]["StartedAt"]
+
+
+def wait_for(probe, timeout=30):
+    """probe() until it returns something true, for `timeout` seconds at most; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = probe()
+        if answer:
+            return answer
+        time.sleep(0.5)
+    return probe()
+
+
+def stream_lines(host):
+    return host.file("/tmp/ws-stream.log").content_string.splitlines()
+
+
+def served_headers(host):
+    return host.check_output(f"{CURL} -D - -o /dev/null https://localhost/").lower()
 
 
 def test_running_and_healthy_without_privileges(host, inspect, assert_hardened):
@@ -93,17 +150,88 @@ def test_a_change_is_a_graceful_reload(host, host_json, playbook):
     assert started(host_json) == before
 
 
+def test_a_written_caddyfile_is_loaded_by_the_next_run_and_streams_outlive_the_reload(host, host_json, playbook):
+    """A Caddyfile written by a run that stopped before the reload (caddy_configure alone) is
+    loaded by the next full run, decided from the stamp of what Caddy last loaded; the reload
+    is graceful: the container is not restarted, and a WebSocket stream open across it is not
+    cut (caddy_stream_close_delay) and goes on to its own end."""
+    before = started(host_json)
+    stop_flags = " ".join(f"{directory}/stop-streams" for directory in UPSTREAM_DIRS)
+    host.run_expect([0], f"rm -f {stop_flags} /tmp/ws-stream.log")
+    client = base64.b64encode(WS_CLIENT.encode()).decode()
+    host.run_expect([0], f"echo {client} | base64 -d > /tmp/ws_client.py")
+    host.run_expect([0], "nohup python3 /tmp/ws_client.py > /tmp/ws-stream.log 2>&1 < /dev/null &")
+    headers = {"X-Test-Stamp": "yes", "-Server": ""}
+    try:
+        assert wait_for(lambda: len(stream_lines(host)) >= 3), stream_lines(host)
+        assert stream_lines(host)[0] == "STATUS 101"
+
+        written = playbook("caddy.yml", {"caddy_security_headers": headers}, tags="caddy_configure")
+        assert written.returncode == 0, written.stdout[-3000:]
+        assert "Reload Caddy gracefully" not in written.stdout
+        # Written, not loaded yet: the stamp still names the Caddyfile Caddy runs.
+        assert host.file(STAMP).content_string.strip() != host.file(CADDYFILE).sha256sum
+        assert "x-test-stamp: yes" not in served_headers(host)
+
+        finished = playbook("caddy.yml", {"caddy_security_headers": headers})
+        assert finished.returncode == 0, finished.stdout[-3000:]
+        assert "Reload Caddy gracefully" in finished.stdout
+        assert "x-test-stamp: yes" in served_headers(host)
+        assert host.file(STAMP).content_string.strip() == host.file(CADDYFILE).sha256sum
+        assert started(host_json) == before
+
+        # The stream opened before the reload still flows after it.
+        seen = len(stream_lines(host))
+        assert wait_for(lambda: len(stream_lines(host)) > seen + 1, timeout=10), stream_lines(host)[-3:]
+    finally:
+        host.run_expect([0], f"touch {stop_flags}")
+    assert wait_for(lambda: stream_lines(host)[-1].startswith("END"), timeout=15), stream_lines(host)[-3:]
+    lines = stream_lines(host)
+    assert lines[-2:] == ["bye", "END bye"], lines[-3:]
+    ticks = lines[1:-2]
+    assert ticks == [f"tick{number:04d}" for number in range(len(ticks))], ticks
+    restored = playbook("caddy.yml")
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    assert started(host_json) == before
+
+
 @pytest.mark.parametrize("extra_vars, message", [
     ({"caddy_site_extra": "no_such_directive on"}, "no_such_directive"),
     ({"caddy_tls": "acme"}, "caddy_tls is acme, which needs caddy_acme_email"),
     ({"caddy_backend_upstreams": ["http://backend"]}, "must list the backend replicas as HOST:PORT"),
+    ({"caddy_site_addresses": ["not a url"]}, "fix ['not a url']"),
+    ({"caddy_tls": "acme", "caddy_acme_email": "ops@example.com", "caddy_acme_ca": "acme.example.com/directory"},
+     "caddy_acme_ca is 'acme.example.com/directory'"),
+    ({"caddy_stream_close_delay": "5 minutes", "caddy_backend_health_interval": "1"},
+     "{'caddy_backend_health_interval': '1', 'caddy_stream_close_delay': '5 minutes'}: each must be a duration"),
+    ({"caddy_memory": "lots"}, "{'caddy_memory': 'lots'}: each must be a size"),
+    ({"caddy_backend_health_uri": "health"}, "must be request paths starting with /"),
 ])
 def test_bad_input_fails_and_the_site_keeps_serving(host, host_json, playbook, extra_vars, message):
     before = started(host_json)
-    config = host.file("/etc/multimodel/caddy/Caddyfile").sha256sum
+    config = host.file(CADDYFILE).sha256sum
+    frontend = host.file(FRONTEND_INDEX).sha256sum
     result = playbook("caddy.yml", extra_vars)
     assert result.returncode != 0
     assert message in result.flat, result.stdout[-3000:]
-    assert host.file("/etc/multimodel/caddy/Caddyfile").sha256sum == config
+    assert host.file(CADDYFILE).sha256sum == config
+    assert host.file(FRONTEND_INDEX).sha256sum == frontend
     assert started(host_json) == before
     assert host.check_output(f"{CURL} https://localhost/api/whoami") in ("upstream-1", "upstream-2")
+
+
+def test_a_refused_caddyfile_leaves_the_frontend_as_it_was(host, host_json, playbook, tmp_path):
+    """Everything is validated before anything changes: a new frontend that comes with a
+    Caddyfile Caddy refuses is not copied."""
+    (tmp_path / "index.html").write_text("<html><body>a new frontend</body></html>\n")
+    frontend = host.file(FRONTEND_INDEX).sha256sum
+    config = host.file(CADDYFILE).sha256sum
+    result = playbook("caddy.yml", {"caddy_frontend_src": str(tmp_path), "caddy_site_extra": "no_such_directive on"})
+    assert result.returncode != 0
+    assert "no_such_directive" in result.flat, result.stdout[-3000:]
+    assert host.file(FRONTEND_INDEX).sha256sum == frontend
+    assert host.file(CADDYFILE).sha256sum == config
+    missing = playbook("caddy.yml", {"caddy_frontend_src": str(tmp_path / "missing")})
+    assert missing.returncode != 0
+    assert f"caddy_frontend_src is '{tmp_path / 'missing'}', which is not a directory" in missing.flat
+    assert host.file(FRONTEND_INDEX).sha256sum == frontend
