@@ -331,18 +331,17 @@ def check(ports, container, owners, containers, sockets, processes):
             owned, holders = False, []
             claimed = []
             for other in containers or []:
+                published = []
                 for bound_address, bound_port, bound_proto in other['bindings']:
                     if bound_port != port or bound_proto != proto:
                         continue
                     claimed.append(bound_address)
-                    if not overlaps(address, bound_address):
-                        continue
-                    if other['name'] in own_names:
-                        owned = True
-                    else:
-                        holder = 'container %s (publishes %s:%s/%s)' % (other['name'], _shown(bound_address), port, proto)
-                        if holder not in holders:
-                            holders.append(holder)
+                    if overlaps(address, bound_address):
+                        published.append('%s:%s/%s' % (_shown(bound_address), port, proto))
+                if published and other['name'] in own_names:
+                    owned = True
+                elif published:
+                    holders.append('container %s (publishes %s)' % (other['name'], ', '.join(published)))
             for held in sockets:
                 if held['port'] != port or held['proto'] != proto or not overlaps(address, held['address']):
                     continue

@@ -203,7 +203,7 @@ def test_port_published_by_another_container(capsys, engine):
     assert result['engine'] is True
     assert result['msg'] == (
         "container mmo-redis: host port %d/tcp on 127.0.0.1 (from '127.0.0.1:%d:6379') is held by container "
-        "mmo-caddy (publishes 0.0.0.0:%d/tcp), container mmo-caddy (publishes [::]:%d/tcp); "
+        "mmo-caddy (publishes 0.0.0.0:%d/tcp, [::]:%d/tcp); "
         "set redis_host_port to a free port, or stop what holds it." % (port, port, port, port))
 
 
