@@ -1,10 +1,14 @@
-"""The backend role: reference image built offline, replicas, secrets, readiness gate, checks."""
+"""The backend role: reference image built offline, replicas, secrets, readiness gate, checks,
+a rotated secret applied after a failed run, a replica that drains its requests when replaced."""
 import json
+import threading
+import time
 
 import pytest
 
 REPLICAS = ["mmo-backend-1", "mmo-backend-2"]
 PASSWORD = "molecule-backend-Redis-4d2e"
+API_KEY = "molecule-backend-llama-key-7c1f"
 PROBE = ("import json, sys, urllib.request; r = urllib.request.Request('http://127.0.0.1:8000' + sys.argv[1], "
          "data=sys.argv[2].encode() if len(sys.argv) > 2 else None, headers={'Content-Type': 'application/json'}); "
          "print(urllib.request.urlopen(r, timeout=60).read().decode())")
@@ -32,8 +36,13 @@ def test_replicas_run_hardened_from_the_built_reference_image(inspect, assert_ha
         assert_hardened(replica, user="10001:10001", labels={"org.multimodel.test": "backend"},
                         networks=["mmo-internal", "mmo-backend-egress"], aliases={"mmo-internal": "backend"})
         assert replica["Config"]["Image"].startswith("multimodel/backend:")
-        assert replica["Config"]["Cmd"][:2] == ["uvicorn", "multimodel_backend.main:app"]
-        assert replica["Config"]["Cmd"][replica["Config"]["Cmd"].index("--workers") + 1] == "2"
+        command = replica["Config"]["Cmd"]
+        assert command[:2] == ["mmo-serve", "multimodel_backend.main:app"]  # uvicorn with the drain
+        assert command[command.index("--workers") + 1] == "2"
+        assert command[command.index("--timeout-graceful-shutdown") + 1] == "95"  # backend_stop_timeout - 5
+        assert replica["Config"]["StopTimeout"] == 100
+        # The secret files' digest: a rotated secret recreates the replica.
+        assert len(replica["Config"]["Labels"]["org.multimodel.config-sha256"]) == 64
     assert inspect[0]["Image"] == inspect[1]["Image"]
 
 
@@ -44,16 +53,20 @@ def test_environment_from_the_settings_without_secrets(inspect):
     assert tiers[0] == {"name": "tiny-simple", "url": "http://host.docker.internal:8090",
                         "complexity": "simple", "alias": "tiny"}
     assert env["MMO_REDIS_URL_FILE"] == "/etc/mmo-backend/redis_url"
-    assert "MMO_LLAMA_API_KEY_FILE" not in env
+    assert env["MMO_LLAMA_API_KEY_FILE"] == "/etc/mmo-backend/llama_api_key"
     assert env["PROMETHEUS_MULTIPROC_DIR"] == "/run/prometheus"
+    assert env["MMO_DRAIN_DELAY"] == "2"
     for replica in inspect:
-        assert PASSWORD not in json.dumps(replica["Config"])
+        assert PASSWORD not in json.dumps(replica["Config"]) and API_KEY not in json.dumps(replica["Config"])
 
 
 def test_secret_file_readable_by_the_app_user_only(host):
     url_file = host.file("/etc/multimodel/backend/redis_url")
     assert (url_file.uid, url_file.gid, url_file.mode) == (10001, 10001, 0o400)
     assert url_file.content_string.strip() == f"redis://:{PASSWORD}@redis:6379/0"
+    key_file = host.file("/etc/multimodel/backend/llama_api_key")
+    assert (key_file.uid, key_file.gid, key_file.mode) == (10001, 10001, 0o400)
+    assert key_file.content_string.strip() == API_KEY
     assert host.file("/etc/multimodel/backend").mode == 0o700
 
 
@@ -116,10 +129,81 @@ def test_a_replica_that_is_not_ready_stops_the_rollout(host, host_json, playbook
     ({"backend_tiers": [{"name": "bad", "url": "ftp://x", "complexity": "simple"}]}, "needs a name, an http(s) url"),
     ({"backend_tiers": []}, "backend: no model tier found"),
     ({"backend_replicas": 0}, "backend_replicas (0) and backend_workers (2) must both be at least 1"),
+    # With a change the run would otherwise make (a new Redis URL file): nothing is written.
+    ({"backend_cors_origins": ["https://app.example.com", "not a url"], "backend_redis_db": 3},
+     'backend_cors_origins has "not a url", which is not an origin'),
+    ({"backend_stop_timeout": 20, "backend_redis_db": 3},
+     "backend_stop_timeout is 20 s, shorter than backend_request_timeout (90 s) + backend_drain_delay (2 s) + 5 s"),
 ])
-def test_bad_input_fails_before_any_change(host_json, playbook, extra_vars, message):
+def test_bad_input_fails_before_any_change(host, host_json, playbook, extra_vars, message):
     before = state(host_json)
+    url_file = host.file("/etc/multimodel/backend/redis_url").sha256sum
     result = playbook("backend.yml", extra_vars)
     assert result.returncode != 0
     assert message in result.flat, result.stdout[-3000:]
     assert state(host_json) == before
+    assert host.file("/etc/multimodel/backend/redis_url").sha256sum == url_file
+
+
+def container_file(host, replica, path):
+    return host.check_output(f"docker exec {replica} cat {path}").strip()
+
+
+def test_a_rotated_secret_is_applied_by_the_run_after_a_failed_one_and_replicas_drain(host, host_json, playbook):
+    """The Redis URL file changes (backend_redis_db, as a rotated password would): a run that
+    wrote it and stopped (only the configure phase) restarts nothing; the next full run
+    recreates every replica, which then reads the new file. Meanwhile a query held in flight
+    (llama-server stopped with SIGSTOP) through the replica being replaced completes: the
+    replica drains (/health 503, the request finishes) before it exits."""
+    rotated = {"backend_redis_db": 1}
+    before = state(host_json)
+    result = playbook("backend.yml", rotated, tags="backend_configure")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert host.file("/etc/multimodel/backend/redis_url").content_string.strip().endswith("@redis:6379/1")
+    assert state(host_json) == before  # written, not applied: what a failed run leaves
+
+    old_id = before["mmo-backend-1"][0]
+    body = json.dumps({"query": f"drain test {time.time()}", "mode": "simple", "max_tokens": 4})
+    # The client runs in a container of its own on the internal network, as Caddy would.
+    client = (f"docker run -d --name mmo-drain-client --network mmo-internal mmo/python-test:3.11 "
+              f"python3 -c \"{PROBE.replace('127.0.0.1', 'mmo-backend-1').replace('timeout=60', 'timeout=300')}\" "
+              f"/api/query '{body}'")
+    host.run("docker rm -f mmo-drain-client")
+    # Replica 1 is removed once replaced: keep its log.
+    host.run(f"setsid nohup docker logs -f {old_id} > /tmp/mmo-drain-old.log 2>&1 < /dev/null &")
+    roll = {}
+    thread = threading.Thread(target=lambda: roll.setdefault("result", playbook("backend.yml", rotated)))
+    host.check_output("systemctl kill --signal=SIGSTOP llama-server@TINY")
+    try:
+        host.check_output(client)
+        time.sleep(4)  # the query reached the replica, which waits on llama-server (backend_request_timeout 90 s)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while "Draining: /health answers 503" not in host.run("cat /tmp/mmo-drain-old.log").stdout:
+            assert time.monotonic() < deadline and thread.is_alive(), "replica 1 never started draining"
+            time.sleep(1)
+        time.sleep(4)  # twice the drain delay: still running, held by the query in flight
+        assert host_json(f"docker inspect {old_id}")[0]["State"]["Running"]
+    finally:
+        host.run("systemctl kill --signal=SIGCONT llama-server@TINY")
+    thread.join(600)
+    answer = host.run("docker wait mmo-drain-client && docker logs mmo-drain-client")
+    host.run("docker rm -f mmo-drain-client")
+    assert answer.rc == 0 and answer.stdout.startswith("0\n"), answer.stdout + answer.stderr
+    assert json.loads(answer.stdout.split("\n", 1)[1])["instance"] == "tiny-simple"
+    result = roll["result"]
+    assert result.returncode == 0, result.stdout[-3000:]
+    old_log = host.check_output("cat /tmp/mmo-drain-old.log")
+    assert "(1 now)" in old_log and "Drain timeout" not in old_log, old_log[-3000:]
+
+    after = state(host_json)
+    for replica in REPLICAS:
+        assert after[replica][0] != before[replica][0]  # recreated: the label of the secret files changed
+        assert container_file(host, replica, "/etc/mmo-backend/redis_url").endswith("@redis:6379/1")
+        assert call(host, replica, "/health/ready")["status"] == "ready"
+        # The running app uses the new URL: its answer is cached in database 1.
+        query = {"query": f"rotated {replica} {time.time()}", "mode": "simple", "max_tokens": 2}
+        assert call(host, replica, "/api/query", query)["cached"] is False
+    keys = host.check_output(f"docker exec -e REDISCLI_AUTH={PASSWORD} mmo-redis redis-cli -n 1 "
+                             "--scan --pattern 'mmo:answer:*'")
+    assert len(keys.split()) >= 2, keys
