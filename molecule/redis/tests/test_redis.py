@@ -7,9 +7,12 @@ import pytest
 
 NAME = "mmo-redis"
 IMAGE = "mmo/redis-test:7"
-PASSWORD = "molecule-redis-Secret-7f3a9c"  # converge.yml's redis_password
+PASSWORD = "molecule-redis-Secret-7f3a9c"  # the inventory's redis_password (molecule.yml)
 NETWORK = "mmo-internal"
 CONFIG_DIR = "/etc/multimodel/redis"
+DATA_DIR = "/var/lib/multimodel/redis"
+# The role's default ids: outside the host's own accounts (the image's redis user is 999:1000).
+UID = GID = 10379
 CS_NAME = "mmo-cs-test"
 
 
@@ -18,10 +21,17 @@ def inspect(host_json):
     return host_json(f"docker inspect {NAME}")[0]
 
 
-def redis_cli(host, *args, auth=True):
+def redis_cli(host, *args, auth=True, password=PASSWORD):
     """Run redis-cli inside the container; the password goes in through REDISCLI_AUTH."""
-    env = f"-e REDISCLI_AUTH={PASSWORD} " if auth else ""
+    env = f"-e REDISCLI_AUTH={password} " if auth else ""
     return host.run(f"docker exec {env}{NAME} redis-cli " + " ".join(args))
+
+
+def files_and_container(host, host_json):
+    """What a run that fails before any change must leave as it was."""
+    container = host_json(f"docker inspect {NAME}")[0]
+    return ([host.file(f"{CONFIG_DIR}/{name}").sha256sum for name in ("redis.conf", "password")],
+            container["Id"], container["State"]["StartedAt"])
 
 
 def config_get(host, key):
@@ -40,16 +50,18 @@ def test_running_and_healthy(inspect):
 
 
 def test_runs_as_non_root(host, inspect):
-    assert inspect["Config"]["User"] == "999:1000"
-    assert host.check_output(f"docker exec {NAME} id -u") == "999"
+    assert inspect["Config"]["User"] == f"{UID}:{GID}"
+    assert host.check_output(f"docker exec {NAME} id -u") == str(UID)
     # The server process itself, as the instance sees it.
     pid = host.check_output(f"docker inspect --format '{{{{.State.Pid}}}}' {NAME}")
-    assert host.check_output(f"ps -o uid= -o comm= -p {pid}").split() == ["999", "redis-server"]
+    assert host.check_output(f"ps -o uid= -o comm= -p {pid}").split() == [str(UID), "redis-server"]
+    # No account of the host has that id: the secret files are nobody else's.
+    assert host.run(f"getent passwd {UID}").rc != 0
 
 
 def test_hardening_limits_and_operations_settings(host, inspect, assert_hardened):
     assert_hardened(
-        inspect, host, user="999:1000",
+        inspect, host, user=f"{UID}:{GID}",
         limits={"Memory": 256 * 1024 * 1024, "MemoryReservation": 64 * 1024 * 1024, "NanoCpus": 500_000_000,
                 "CpuShares": 512},
         log_options={"max-size": "5m", "max-file": "3"}, stop_timeout=30, labels={"org.multimodel.test": "redis"},
@@ -86,12 +98,15 @@ def test_password_never_exposed(host, inspect):
     assert PASSWORD not in processes
 
 
-def test_config_files_readable_by_the_container_user_only(host):
+def test_config_and_data_readable_by_the_container_user_only(host):
     for name in ("redis.conf", "password"):
         config = host.file(f"{CONFIG_DIR}/{name}")
-        assert config.uid == 999 and config.gid == 1000
+        assert (config.uid, config.gid) == (UID, GID)
         assert config.mode == 0o400
-    assert host.file(CONFIG_DIR).mode == 0o700
+    for directory in (CONFIG_DIR, DATA_DIR):
+        assert (host.file(directory).uid, host.file(directory).gid, host.file(directory).mode) == (UID, GID, 0o700)
+    # Redis writes its AOF there as that user.
+    assert host.file(f"{DATA_DIR}/appendonlydir").uid == UID
 
 
 def test_data_survives_recreate(host, host_json, playbook):
@@ -106,7 +121,7 @@ def test_data_survives_recreate(host, host_json, playbook):
     assert new["Id"] != old_id
     assert new["State"]["Health"]["Status"] == "healthy"
     assert redis_cli(host, "GET", "verify:survivor").stdout.strip() == value
-    assert [m["Name"] for m in new["Mounts"] if m["Destination"] == "/data"] == ["mmo-redis-data"]
+    assert [(m["Type"], m["Source"]) for m in new["Mounts"] if m["Destination"] == "/data"] == [("bind", DATA_DIR)]
 
 
 def test_host_port_only_when_asked(host, host_json, playbook):
@@ -139,6 +154,57 @@ def test_missing_password_fails_before_any_change(host, host_json, playbook):
     after = host_json(f"docker inspect {NAME}")[0]
     assert (after["Id"], after["State"]["StartedAt"]) == (before["Id"], before["State"]["StartedAt"])
     assert host.file(f"{CONFIG_DIR}/redis.conf").sha256sum == config_before
+
+
+@pytest.mark.parametrize("extra_vars, message", [
+    # Refused by the image's redis-server before either file is written, the new password too.
+    ({"redis_config_extra": {"no-such-directive": 5}, "redis_password": "a-new-password-never-written"},
+     ">>> the directive no-such-directive"),
+    ({"redis_memory_reservation": "lots"}, "{'redis_memory_reservation': 'lots'}: each must be a size"),
+    ({"redis_data_volume": "not a volume"}, "redis_data_volume is 'not a volume'"),
+    ({"redis_host_port": 16379, "redis_host_address": "localhost"}, "redis_host_address is 'localhost'"),
+])
+def test_bad_values_fail_before_any_change(host, host_json, playbook, extra_vars, message):
+    before = files_and_container(host, host_json)
+    result = playbook("redis.yml", extra_vars)
+    assert result.returncode != 0
+    assert message in result.flat, result.stdout[-3000:]
+    assert "a-new-password-never-written" not in result.stdout
+    assert files_and_container(host, host_json) == before
+    assert redis_cli(host, "ping").stdout.strip() == "PONG"
+
+
+def test_a_password_written_by_a_failed_run_is_applied_by_the_next_run(host, host_json, playbook):
+    """A run that wrote the rotated password and stopped before the container (redis_configure
+    alone) leaves Redis on the old one; the next full run, with nothing else changed, finds the
+    files differ from what the container started with and recreates it: AUTH with the new
+    password works on the running server, and the data is still there."""
+    rotated = "molecule-redis-Rotated-" + uuid.uuid4().hex[:12]
+    value = uuid.uuid4().hex
+    assert redis_cli(host, "SET", "verify:rotation", value).stdout.strip() == "OK"
+    before = host_json(f"docker inspect {NAME}")[0]["Id"]
+    try:
+        written = playbook("redis.yml", {"redis_password": rotated}, tags="redis_configure")
+        assert written.returncode == 0, written.stdout[-3000:]
+        assert rotated not in written.stdout
+        assert host_json(f"docker inspect {NAME}")[0]["Id"] == before
+        # Written, not applied: the server still wants the old password.
+        assert redis_cli(host, "ping").stdout.strip() == "PONG"
+        assert "PONG" not in redis_cli(host, "ping", password=rotated).stdout
+
+        finished = playbook("redis.yml", {"redis_password": rotated})
+        assert finished.returncode == 0, finished.stdout[-3000:]
+        assert rotated not in finished.stdout
+        after = host_json(f"docker inspect {NAME}")[0]
+        assert after["Id"] != before
+        assert after["State"]["Health"]["Status"] == "healthy"
+        assert redis_cli(host, "ping", password=rotated).stdout.strip() == "PONG"
+        assert "PONG" not in redis_cli(host, "ping").stdout
+        assert redis_cli(host, "GET", "verify:rotation", password=rotated).stdout.strip() == value
+    finally:
+        restored = playbook("redis.yml")
+        assert restored.returncode == 0, restored.stdout[-3000:]
+    assert redis_cli(host, "ping").stdout.strip() == "PONG"
 
 
 def test_container_service_build_source(host, host_json, playbook, assert_hardened):
