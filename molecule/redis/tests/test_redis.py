@@ -252,7 +252,8 @@ def test_container_service_archive_checked_before_loading(host, playbook):
     assert host.run("docker image inspect mmo/redis-test:never-loaded").rc != 0
 
 
-def test_container_service_reports_an_unhealthy_container(host, playbook):
+def test_container_service_reports_an_unhealthy_container(host, host_json, playbook):
+    before = host_json(f"docker container inspect {CS_NAME}")[0]["Id"]
     result = playbook("container_service.yml", {
         "test_cs_health_cmd": "echo probe says not ready >&2; exit 1", "test_cs_health_timeout": 6})
     assert result.returncode != 0
@@ -260,6 +261,11 @@ def test_container_service_reports_an_unhealthy_container(host, playbook):
     assert f"container {CS_NAME} (mmo/cs-test:build-1) is not healthy 6 s after it was started" in message
     assert "health unhealthy" in message
     assert "probe says not ready" in message
+    # The container was healthy before the run: the policy put it back.
+    assert (f"The new container failed, so the previous container {CS_NAME} was put back: it runs and is healthy "
+            "again.") in message
+    after = host_json(f"docker container inspect {CS_NAME}")[0]
+    assert (after["Id"], after["State"]["Health"]["Status"]) == (before, "healthy")
 
 
 def test_container_service_removes_the_container(host, playbook):
