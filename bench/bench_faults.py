@@ -72,7 +72,8 @@ class Bench:
 
     def load(self, ws=(), max_tokens=8, timeout=30):
         return RemoteLoad(self.args.instance, CLIENT, {'http': ['simple', 'simple', 'moderate', 'complex'],
-                                                       'ws': list(ws), 'max_tokens': max_tokens, 'timeout': timeout})
+                                                       'ws': list(ws), 'max_tokens': max_tokens, 'timeout': timeout,
+                                                       'pause': 0.2})
 
     def under_load(self, fault, recovered, load_options=None):
         """Run fault() then wait for recovered() while the load runs; (load, recovery seconds)."""

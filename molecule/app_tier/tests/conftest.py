@@ -98,8 +98,9 @@ class Stack:
         return self.client("post", "/api/query", json.dumps(body))
 
     def load(self, http=("simple", "simple", "moderate", "complex"), ws=(), **spec):
-        """A Load of queries through Caddy, started now; stop() ends it and returns its result."""
-        return RemoteLoad(self.name, CLIENT, dict(spec, http=list(http), ws=list(ws)))
+        """A RemoteLoad of queries through Caddy, started now (each loop pausing 0.2 s between
+        its queries unless spec says otherwise); stop() ends it and returns its result."""
+        return RemoteLoad(self.name, CLIENT, dict({"pause": 0.2}, **spec, http=list(http), ws=list(ws)))
 
     def llama_healthy(self, instance):
         """Whether the instance's llama-server answers /health 200 (with the API key when set)."""

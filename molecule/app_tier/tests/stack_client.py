@@ -146,7 +146,8 @@ def load(spec):
     """Queries in a loop, one thread per entry of spec["http"] (POST /api/query) and of
     spec["ws"] (one query per WebSocket connection, as a stream), each entry a mode; every
     query is new (no cache hit). Runs until the file spec["stop_file"] exists (or
-    spec["max_seconds"]); a query in flight then finishes. Returns the counts, the first
+    spec["max_seconds"]); a query in flight then finishes. Each loop waits spec["pause"]
+    seconds between its queries (a steady load, not a CPU-bound one). Returns the counts, the first
     errors and every query as [kind, start, end, outcome] (epoch seconds)."""
     timeout = spec.get("timeout", 30)
     started = time.time()
@@ -173,6 +174,7 @@ def load(spec):
                 queries.append([kind, round(begin, 3), round(time.time(), 3), outcome])
                 if why and len(errors) < 20:
                     errors.append(f"{time.time():.3f} {why}")
+            time.sleep(spec.get("pause", 0))
 
     threads = [threading.Thread(target=worker, args=(kind, mode, number))
                for kind in ("http", "ws") for number, mode in enumerate(spec.get(kind, []))]

@@ -141,7 +141,7 @@ def test_no_secret_in_any_container_environment(host, host_json):
         assert password not in json.dumps(container["Config"]), container["Name"]
         assert secret_key not in json.dumps(container["Config"]), container["Name"]
     settings = host.file(SEARXNG_SETTINGS)
-    assert (settings.uid, settings.mode) == (977, 0o400)
+    assert (settings.uid, settings.mode) == (10888, 0o400)  # searxng_uid: outside the host's system range
 
 
 def backend_env(host_json, replica="mmo-backend-1"):
