@@ -151,7 +151,8 @@ class Bench:
             load.stop()
             rows.append((label + ('' if status == 0 else f' (site.yml FAILED, exit {status})'),
                          load.count('http', 'ok'), load.count('http', 'failed'), load.count('ws', 'ok'),
-                         load.count('ws', 'cut'), load.count('ws', 'failed'), f'{seconds:.1f}'))
+                         load.count('ws', 'cut'), load.count('ws', 'failed'), load.count('ws', 'reconnected'),
+                         f'{seconds:.1f}'))
         return rows
 
     @staticmethod
@@ -178,7 +179,8 @@ def main():
     subprocess.run(['docker', 'cp', source, f'{args.instance}:{CLIENT}'], check=True)
     deploys = bench.deploys()
     print(table('Deploys under load: long queries (4 loops) and WebSocket streams (2 loops) through Caddy',
-                ('deploy', 'http ok', 'http failed', 'ws ok', 'ws cut', 'ws failed', 'deploy s'), deploys))
+                ('deploy', 'http ok', 'http failed', 'ws ok', 'ws cut', 'ws failed', 'ws reopened', 'deploy s'),
+                deploys))
     print()
     print(table('Faults under load: queries through Caddy (4 loops: simple x2, moderate, complex)',
                 ('fault', 'queries ok', 'failed', 'recovery s', 'recovery is'), bench.faults()))

@@ -124,14 +124,23 @@ def _http_query(body, timeout):
     return f"http: HTTP {answer['status']}: {answer['text'][:300]}"
 
 
-def _ws_query(body, timeout):
+def _ws_query(body, timeout, reconnects):
     """One query over /ws: (outcome, why): ok, cut (the stream ended before its done
-    message), or failed (no handshake, or an error message)."""
-    sent = []
-    try:
-        result = websocket(json.dumps(body), timeout, sent)
-    except Exception as error:  # pylint: disable=broad-except
-        return ("cut" if sent else "failed"), f"ws: {error!r}"
+    message), or failed (no handshake, or an error message). A connection closed before the
+    handshake answered (nothing sent yet) is opened once more, as the frontend does: Caddy
+    closes the odd upgrade that reaches the old configuration during a reload. `reconnects`,
+    a list, gets each such first error."""
+    for attempt in (1, 2):
+        sent = []
+        try:
+            result = websocket(json.dumps(body), timeout, sent)
+            break
+        except ConnectionError as error:
+            if sent or attempt == 2:
+                return ("cut" if sent else "failed"), f"ws: {error!r}"
+            reconnects.append(f"{time.time():.3f} ws: {error!r} before the handshake, opened again")
+        except Exception as error:  # pylint: disable=broad-except
+            return ("cut" if sent else "failed"), f"ws: {error!r}"
     if not result["handshake"].startswith("HTTP/1.1 101"):
         return "failed", f"ws: handshake {result['handshake']}"
     last = result["messages"][-1] if result["messages"] else {}
@@ -153,7 +162,7 @@ def load(spec):
     started = time.time()
     run = uuid.uuid4().hex[:8]
     lock = threading.Lock()
-    queries, errors = [], []
+    queries, errors, reconnects = [], [], []
 
     def stop():
         return os.path.exists(spec["stop_file"]) or time.time() - started > spec.get("max_seconds", 600)
@@ -169,7 +178,7 @@ def load(spec):
                 why = _http_query(body, timeout)
                 outcome = "failed" if why else "ok"
             else:
-                outcome, why = _ws_query(body, timeout)
+                outcome, why = _ws_query(body, timeout, reconnects)
             with lock:
                 queries.append([kind, round(begin, 3), round(time.time(), 3), outcome])
                 if why and len(errors) < 20:
@@ -184,7 +193,9 @@ def load(spec):
         thread.join()
     counts = {kind: {outcome: sum(1 for q in queries if q[0] == kind and q[3] == outcome)
                      for outcome in ("ok", "failed", "cut")} for kind in ("http", "ws")}
-    return {"counts": counts, "errors": errors, "queries": queries, "seconds": round(time.time() - started, 3)}
+    counts["ws"]["reconnected"] = len(reconnects)
+    return {"counts": counts, "errors": errors, "reconnects": reconnects[:20], "queries": queries,
+            "seconds": round(time.time() - started, 3)}
 
 
 class RemoteLoad:
@@ -219,7 +230,8 @@ class RemoteLoad:
     def summary(self):
         counts = self.result["counts"]
         return (f"http ok={counts['http']['ok']} failed={counts['http']['failed']}, ws ok={counts['ws']['ok']} "
-                f"cut={counts['ws']['cut']} failed={counts['ws']['failed']}; first errors: {self.result['errors'][:5]}")
+                f"cut={counts['ws']['cut']} failed={counts['ws']['failed']} reconnected={counts['ws']['reconnected']}; "
+                f"first errors: {self.result['errors'][:5]}; reconnects: {self.result['reconnects'][:5]}")
 
 
 def table(title, columns, rows):

@@ -8,7 +8,7 @@ import uuid
 import yaml
 
 DEPLOYS = "Zero-drop deploys: queries and WebSocket streams through Caddy during each deploy"
-COLUMNS = ("deploy", "http ok", "http failed", "ws ok", "ws cut", "ws failed", "deploy s")
+COLUMNS = ("deploy", "http ok", "http failed", "ws ok", "ws cut", "ws failed", "ws reopened", "deploy s")
 # Long answers (the tiny models stop at an end token now and then) on every tier, two streams.
 LOAD = {"http": ("simple", "moderate", "complex", "simple"), "ws": ("simple", "moderate"),
         "max_tokens": 768, "timeout": 90}
@@ -34,7 +34,7 @@ def deploy_under_load(stack, playbook, extra_vars, tags):
 
 def row(label, load, seconds):
     return (label, load.count("http", "ok"), load.count("http", "failed"), load.count("ws", "ok"),
-            load.count("ws", "cut"), load.count("ws", "failed"), f"{seconds:.1f}")
+            load.count("ws", "cut"), load.count("ws", "failed"), load.count("ws", "reconnected"), f"{seconds:.1f}")
 
 
 def assert_nothing_dropped(load):

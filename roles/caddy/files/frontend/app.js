@@ -62,13 +62,19 @@ async function viaHttp(body) {
   showMeta(reply);
 }
 
-function openSocket() {
+function openSocket(retry = true) {
   if (socket && socket.readyState === WebSocket.OPEN) return Promise.resolve(socket);
   return new Promise((resolve, reject) => {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const ws = new WebSocket(`${scheme}//${location.host}/ws`);
-    ws.onopen = () => { socket = ws; resolve(ws); };
-    ws.onerror = () => reject(new Error("cannot open the WebSocket /ws"));
+    let opened = false;
+    ws.onopen = () => { opened = true; socket = ws; resolve(ws); };
+    ws.onerror = () => {
+      if (opened) return;
+      // A Caddy reload can close the odd connection before its upgrade: open it once more.
+      if (retry) setTimeout(() => openSocket(false).then(resolve, reject), 250);
+      else reject(new Error("cannot open the WebSocket /ws"));
+    };
     ws.onclose = () => {
       if (socket === ws) socket = null;
       if (pending) { pending.reject(new Error("connection closed mid-answer")); pending = null; }
