@@ -135,11 +135,10 @@ def _ws_query(body, timeout, reconnects):
         try:
             result = websocket(json.dumps(body), timeout, sent)
             break
-        except ConnectionError as error:
-            if sent or attempt == 2:
-                return ("cut" if sent else "failed"), f"ws: {error!r}"
-            reconnects.append(f"{time.time():.3f} ws: {error!r} before the handshake, opened again")
         except Exception as error:  # pylint: disable=broad-except
+            if isinstance(error, ConnectionError) and not sent and attempt == 1:
+                reconnects.append(f"{time.time():.3f} ws: {error!r} before the handshake, opened again")
+                continue
             return ("cut" if sent else "failed"), f"ws: {error!r}"
     if not result["handshake"].startswith("HTTP/1.1 101"):
         return "failed", f"ws: handshake {result['handshake']}"
