@@ -43,13 +43,15 @@ start_dockerd() {
   die "dockerd did not answer within 60 s"
 }
 
-# The local sandbox's secrets (inventories/local: redis_password, searxng_secret_key, and
-# llama_api_key, the model servers' API key, which they need as they bind 0.0.0.0), random,
-# made once.
+# The local sandbox's secrets (inventories/local: redis_password, searxng_secret_key,
+# llama_api_key, the model servers' API key, which they need as they bind 0.0.0.0,
+# backend_api_key, the key clients send to the site's /api, /v1 and /ws, grafana_admin_password
+# and backups_restic_password), random, made once.
 make_sandbox_secrets() {
   local dir="$MMO_CACHE/secrets" name
   install -d -m 0700 "$dir"
-  for name in redis_password searxng_secret_key llama_api_key; do
+  for name in redis_password searxng_secret_key llama_api_key backend_api_key grafana_admin_password \
+      backups_restic_password; do
     if [ ! -s "$dir/$name" ]; then
       (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$dir/$name.tmp")
       mv "$dir/$name.tmp" "$dir/$name"
