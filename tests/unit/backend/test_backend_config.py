@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from multimodel_backend.config import ConfigError, Instance, load_settings
+from multimodel_backend.config import ConfigError, Instance, Settings, TierLimit, load_settings
 from multimodel_backend.routing import route
 
 TIERS = [
@@ -16,7 +16,9 @@ TIERS = [
     {'name': 'Q3_SYNTH', 'url': 'http://10.0.0.7:8081', 'alias': 'q3-synth', 'complexity': 'moderate'},
     {'name': 'Q4_DEEP', 'url': 'https://deep.internal:8443', 'complexity': 'complex'},
 ]
-GOOD = {'MMO_TIERS_JSON': json.dumps(TIERS), 'MMO_REDIS_URL': 'redis://:s3cret@redis:6379/0'}
+# MMO_AUTH=off: the tests of other variables need no key file (auth has its own tests below).
+GOOD = {'MMO_TIERS_JSON': json.dumps(TIERS), 'MMO_REDIS_URL': 'redis://:s3cret@redis:6379/0', 'MMO_AUTH': 'off'}
+KEY1, KEY2 = 'k1-' + 'a' * 29, 'k2-' + 'b' * 29
 
 
 def env(**changes):
@@ -38,6 +40,10 @@ def test_defaults_and_full_settings():
         ('/data/faiss', 3600, 120.0, 256)
     assert settings.llama_api_key is None and settings.searxng_url is None and settings.cors_origins == ()
     assert settings.drain_delay == 0.0
+    assert (settings.auth, settings.api_keys, settings.allowed_origins, settings.max_body_bytes) == (False, (), (), 65536)
+    assert (settings.queue_timeout, settings.redis_timeout, settings.breaker_seconds) == (10.0, 0.05, 5.0)
+    assert dict(settings.tier_limits) == {level: TierLimit(1024, 8) for level in ('simple', 'moderate', 'complex')}
+    assert settings.instances[0].model is None
 
     settings = load_settings(env(MMO_LLAMA_API_KEY='key', MMO_FAISS_DIR='/srv/idx', MMO_SEARXNG_URL='http://sx:8080/',
                                  MMO_CORS_ORIGINS='https://a.example, https://b.example,', MMO_CACHE_TTL='0',
@@ -147,3 +153,101 @@ def test_secret_file_errors(changes, message):
     with pytest.raises(ConfigError) as error:
         load_settings(env(**changes))
     assert str(error.value) == message
+
+
+def test_model_identity_from_tiers_json():
+    tiers = [dict(TIERS[0], model='sha256:abc'), TIERS[1], dict(TIERS[2], model=''), TIERS[3]]
+    settings = load_settings(env(MMO_TIERS_JSON=json.dumps(tiers)))
+    assert [i.model for i in settings.instances] == ['sha256:abc', None, None, None]
+    with pytest.raises(ConfigError) as error:
+        load_settings(env(MMO_TIERS_JSON=json.dumps([dict(TIERS[0], model=1)] + TIERS[1:])))
+    assert "MMO_TIERS_JSON: entry 1 (Q2_FAST_1): 'model' must be a string" in str(error.value)
+
+
+def test_api_keys_and_auth(tmp_path):
+    keys = tmp_path / 'api_keys'
+    keys.write_text(f'# the site key\n\n  {KEY1}  \n{KEY2}\n{KEY1}\n')
+    for auth in (None, 'on', 'ON '):
+        settings = load_settings(env(MMO_AUTH=auth, MMO_API_KEYS_FILE=str(keys)))
+        assert settings.auth is True and settings.api_keys == (KEY1, KEY2)
+    assert KEY1 in settings.secrets() and KEY2 in settings.secrets()  # masked in log lines
+    settings = load_settings(env(MMO_AUTH='off', MMO_API_KEYS_FILE=str(keys)))
+    assert settings.auth is False and settings.api_keys == (KEY1, KEY2)
+    assert load_settings(env(MMO_AUTH='off')).api_keys == ()
+    # Settings built directly (tests) have auth off.
+    assert Settings(instances=(), redis_url='redis://r').auth is False
+
+
+@pytest.mark.parametrize('content, changes, message', [
+    (None, {'MMO_AUTH': None},
+     'MMO_AUTH is on but MMO_API_KEYS_FILE holds no key: set keys, or MMO_AUTH=off'),
+    ('# only a comment\n\n', {'MMO_AUTH': 'on'},
+     'MMO_AUTH is on but MMO_API_KEYS_FILE holds no key: set keys, or MMO_AUTH=off'),
+    (KEY1, {'MMO_AUTH': 'yes'}, "MMO_AUTH must be on or off, got 'yes'"),
+    (f'{KEY1}\nshort-secret\n', {},
+     'MMO_API_KEYS_FILE: line 2 of {path} is not a usable key (at least 16 printable characters '
+     'without spaces; value not shown)'),
+    ('with a space in the key\n', {}, 'MMO_API_KEYS_FILE: line 1 of {path} is not a usable key'),
+    ('tab\there-is-a-long-key\n', {}, 'MMO_API_KEYS_FILE: line 1 of {path} is not a usable key'),
+])
+def test_api_key_errors(tmp_path, content, changes, message):
+    path = tmp_path / 'api_keys'
+    if content is not None:
+        path.write_text(content)
+        changes = dict(changes, MMO_API_KEYS_FILE=str(path))
+    with pytest.raises(ConfigError) as error:
+        load_settings(env(**changes))
+    assert str(error.value).startswith(message.format(path=path))
+    assert 'short-secret' not in str(error.value) and 'space in the key' not in str(error.value)
+
+
+def test_api_keys_file_unreadable(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_settings(env(MMO_AUTH='on', MMO_API_KEYS_FILE=str(tmp_path / 'missing')))
+    assert str(error.value) == f'MMO_API_KEYS_FILE: cannot read {tmp_path / "missing"}: No such file or directory'
+
+
+def test_limits_origins_and_cache_timeouts():
+    settings = load_settings(env(
+        MMO_ALLOWED_ORIGINS='https://chat.example.org, http://localhost:8080', MMO_MAX_BODY_BYTES='1048576',
+        MMO_MAX_TOKENS='512', MMO_TIER_LIMITS_JSON=json.dumps({'simple': {'max_tokens': 2048, 'concurrency': 2},
+                                                               'complex': {'concurrency': 1}}),
+        MMO_QUEUE_TIMEOUT='0.5', MMO_REDIS_TIMEOUT='0.2', MMO_REDIS_BREAKER_SECONDS='0'))
+    assert settings.allowed_origins == ('https://chat.example.org', 'http://localhost:8080')
+    assert settings.max_body_bytes == 1048576
+    assert dict(settings.tier_limits) == {'simple': TierLimit(2048, 2), 'moderate': TierLimit(1024, 8),
+                                          'complex': TierLimit(1024, 1)}
+    assert (settings.queue_timeout, settings.redis_timeout, settings.breaker_seconds) == (0.5, 0.2, 0.0)
+    # The default max_tokens of a tier follows MMO_MAX_TOKENS when that is above 1024.
+    settings = load_settings(env(MMO_MAX_TOKENS='4096'))
+    assert settings.tier_limits['moderate'] == TierLimit(4096, 8)
+    assert Settings(instances=(), redis_url='redis://r', max_tokens=2000,
+                    tier_limits={'simple': TierLimit(64, 1)}).tier_limits['complex'] == TierLimit(2000, 8)
+
+
+@pytest.mark.parametrize('changes, message', [
+    ({'MMO_ALLOWED_ORIGINS': 'https://a.example/chat'}, "MMO_ALLOWED_ORIGINS: 'https://a.example/chat' is not an origin"),
+    ({'MMO_MAX_BODY_BYTES': '10'}, "MMO_MAX_BODY_BYTES must be a whole number >= 1024, got '10'"),
+    ({'MMO_MAX_BODY_BYTES': '64k'}, "MMO_MAX_BODY_BYTES must be a whole number >= 1024, got '64k'"),
+    ({'MMO_QUEUE_TIMEOUT': '-1'}, "MMO_QUEUE_TIMEOUT must be a number >= 0.0, got '-1'"),
+    ({'MMO_REDIS_TIMEOUT': '0'}, "MMO_REDIS_TIMEOUT must be a number >= 0.001, got '0'"),
+    ({'MMO_REDIS_BREAKER_SECONDS': 'never'}, "MMO_REDIS_BREAKER_SECONDS must be a number >= 0.0, got 'never'"),
+    ({'MMO_TIER_LIMITS_JSON': '{'}, 'MMO_TIER_LIMITS_JSON is not valid JSON'),
+    ({'MMO_TIER_LIMITS_JSON': '[]'}, 'MMO_TIER_LIMITS_JSON must be a JSON object keyed by complexity'),
+    ({'MMO_TIER_LIMITS_JSON': '{"hard": {}}'}, "MMO_TIER_LIMITS_JSON: 'hard' is not a complexity"),
+    ({'MMO_TIER_LIMITS_JSON': '{"simple": 8}'}, 'MMO_TIER_LIMITS_JSON: simple must be an object'),
+    ({'MMO_TIER_LIMITS_JSON': '{"simple": {"max_token": 8}}'},
+     'MMO_TIER_LIMITS_JSON: simple: unknown key(s) max_token (max_tokens, concurrency)'),
+    ({'MMO_TIER_LIMITS_JSON': '{"simple": {"concurrency": 0}}'},
+     "MMO_TIER_LIMITS_JSON: simple: 'concurrency' must be a whole number >= 1, got 0"),
+    ({'MMO_TIER_LIMITS_JSON': '{"simple": {"concurrency": true}}'},
+     "MMO_TIER_LIMITS_JSON: simple: 'concurrency' must be a whole number >= 1, got True"),
+    ({'MMO_TIER_LIMITS_JSON': '{"moderate": {"max_tokens": "2k"}}'},
+     "MMO_TIER_LIMITS_JSON: moderate: 'max_tokens' must be a whole number >= 1, got '2k'"),
+    ({'MMO_TIER_LIMITS_JSON': '{"simple": {"max_tokens": 128}}'},
+     "MMO_TIER_LIMITS_JSON: simple: 'max_tokens' 128 is below MMO_MAX_TOKENS 256"),
+])
+def test_limit_errors(changes, message):
+    with pytest.raises(ConfigError) as error:
+        load_settings(env(**changes))
+    assert message in str(error.value)
