@@ -31,8 +31,10 @@ DOCKER_HOST_GATEWAY = "host.docker.internal"
 DOCKER_DEFAULT_GATEWAY = "172.17.0.1"
 
 # What the backend keeps of a tier (the reference backend's MMO_TIERS_JSON contract is the
-# first four; bind and host serve the backend role's checks).
-_TIER_KEYS = ("name", "url", "complexity", "alias")
+# first five; bind and host serve the backend role's checks). model identifies the model file
+# (its sha256, else its name): the backend's answer cache keys on it, so a model swap never
+# serves answers of the old one.
+_TIER_KEYS = ("name", "url", "complexity", "alias", "model")
 
 
 def _http_url(address: str, port: Any) -> str:
@@ -120,15 +122,50 @@ def backend_tiers(hosts: Any, hostvars: Mapping, backend_host: str) -> list[dict
                 address = host_vars.get("ansible_host", host)
             else:
                 address = bind
-            tiers.append({
+            tier = {
                 "name": instance["name"],
                 "url": _http_url(address, instance.get("port")),
                 "complexity": instance.get("complexity", ""),
                 "alias": instance["alias"],
                 "bind": bind,
                 "host": host,
-            })
+            }
+            model = _model_identity(instance.get("model"), host_vars.get("llama_cpp_servers_models"))
+            if model:
+                tier["model"] = model
+            tiers.append(tier)
     return tiers
+
+
+def _model_identity(name: Any, models: Any) -> str:
+    """The sha256 of an instance's model (llama_cpp_servers_models[NAME].sha256), else its name."""
+    entry = models.get(name) if isinstance(models, Mapping) and isinstance(name, str) else None
+    if isinstance(entry, Mapping) and entry.get("sha256"):
+        return str(entry["sha256"]).lower()
+    return str(name) if name else ""
+
+
+def site_origins(addresses: Any, https_port: Any = 443) -> list[str]:
+    """The browser origins of Caddy site addresses: ``https://host[:port]`` for a host name
+    (Caddy serves it over HTTPS, on https_port unless the address names a port), the address
+    itself for one given with a scheme. A bare ``:PORT`` (any host) has no origin of its own:
+    the backend's same-origin check covers it."""
+    origins = []
+    for address in _require_list(addresses, "caddy_site_addresses"):
+        address = str(address).strip().rstrip("/")
+        if not address or address.startswith(":") or "*" in address:
+            continue
+        if "://" in address:
+            scheme, rest = address.split("://", 1)
+            host_port = rest.split("/", 1)[0]
+        else:
+            scheme, host_port = "https", address
+        if ":" not in host_port.rsplit("]", 1)[-1] and scheme == "https" and str(https_port) != "443":
+            host_port = f"{host_port}:{https_port}"
+        origin = f"{scheme}://{host_port}"
+        if origin not in origins:
+            origins.append(origin)
+    return origins
 
 
 def tier_contract(tiers: Any) -> list[dict]:
@@ -154,5 +191,6 @@ class FilterModule:
             "llama_endpoints": llama_endpoints,
             "backend_tiers": backend_tiers,
             "tier_contract": tier_contract,
+            "site_origins": site_origins,
             "changed_keys": changed_keys,
         }

@@ -215,3 +215,26 @@ def test_filters_run_in_a_real_play_with_hostvars(tmp_path):
                                                    'http://gpu2:8083']
     assert result['endpoints'] == [{'name': 'Q2_FAST_1', 'alias': 'q2_fast_1', 'url': 'http://127.0.0.1:8080'},
                                    {'name': 'Q3', 'alias': 'synth', 'url': 'http://192.0.2.11:8082'}]
+
+
+def test_backend_tiers_name_the_model_by_its_sha256_else_its_name():
+    hostvars = {'gpu': {'llama_cpp_servers_instances': [{'name': 'A', 'port': 1, 'complexity': 'simple', 'model': 'q2'},
+                                                        {'name': 'B', 'port': 2, 'complexity': 'simple', 'model': 'q9'},
+                                                        {'name': 'C', 'port': 3, 'complexity': 'simple'}],
+                        'llama_cpp_servers_models': {'q2': {'src': '/m/q2.gguf', 'sha256': 'AB' * 32}}}}
+    tiers = topology.backend_tiers(['gpu'], hostvars, 'app')
+    assert [t.get('model') for t in tiers] == ['ab' * 32, 'q9', None]
+    # The backend's cache keys on it: it is part of the MMO_TIERS_JSON contract.
+    assert topology.tier_contract(tiers)[0]['model'] == 'ab' * 32
+
+
+@pytest.mark.parametrize('addresses, port, origins', [
+    (['localhost'], 443, ['https://localhost']),
+    (['localhost'], 8443, ['https://localhost:8443']),
+    (['llm.example.com', 'llm.example.com:9443'], 443, ['https://llm.example.com', 'https://llm.example.com:9443']),
+    (['http://intra.example:8080/', 'https://a.example'], 8443, ['http://intra.example:8080', 'https://a.example:8443']),
+    ([':443', '*.example.com', ''], 443, []),  # any host: the backend's same-origin check covers it
+    (['localhost', 'https://localhost'], 443, ['https://localhost']),
+])
+def test_site_origins_are_what_a_browser_sends_as_origin(addresses, port, origins):
+    assert topology.site_origins(addresses, port) == origins
