@@ -82,6 +82,68 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class RedisSwitch:
+    """A TCP proxy in front of the test's redis-server whose behaviour the test switches:
+    'forward' (Redis answers), 'blackhole' (connections are accepted and never answered: a
+    hung Redis or a firewall dropping packets), 'reset' (accepted, then closed at once).
+    connections counts the connections clients opened."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.mode = 'forward'
+        self.connections = 0
+        self.held = []  # sockets of connections left unanswered or being forwarded
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, password):
+        return f'redis://:{password}@127.0.0.1:{self.port}/0'
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            self.connections += 1
+            if self.mode == 'reset':
+                conn.close()
+            elif self.mode == 'blackhole':
+                self.held.append(conn)
+            else:
+                upstream = socket.create_connection(('127.0.0.1', self.target_port))
+                self.held += [conn, upstream]
+                for source, sink in ((conn, upstream), (upstream, conn)):
+                    threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.listener.close()
+        for sock in self.held:
+            sock.close()
+
+
+@pytest.fixture
+def redis_switch(redis_db):
+    """A RedisSwitch in front of the test's (emptied) redis-server."""
+    switch = RedisSwitch(redis_db.port)
+    yield switch
+    switch.close()
+
+
 @pytest.fixture(scope='session')
 def redis_server():
     server = RedisServer()
