@@ -20,8 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from multimodel_backend.log import RedactSecrets
-from support.fake_llama import FakeLlamaServer
-from support.servers import started, wait_for
+from support.servers import wait_for
 
 API_KEY = 'sk-llama-0123456789abcdef'
 
@@ -45,7 +44,7 @@ class Uvicorn:
         with open(log_path, 'w') as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
                 [sys.executable, '-m', module, 'multimodel_backend.main:app', '--host', '127.0.0.1',
-                 '--port', str(self.port), *args], cwd=app_dir, env=dict(clean, **env), stdout=log,
+                 '--port', str(self.port), *args], cwd=app_dir, env=dict(clean, MMO_AUTH='off', **env), stdout=log,
                 stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout=60):
@@ -170,23 +169,6 @@ def test_workers_share_metrics_through_the_multiprocess_directory(uvicorn_proces
 
 # --- the graceful drain (mmo-serve) -------------------------------------------------------
 
-class SlowStream(FakeLlamaServer):
-    """A llama-server whose chat stream takes pause seconds per token: a long WebSocket answer."""
-
-    pause = 0.3
-
-    def sse_events(self, body):
-        for event in super().sse_events(body):
-            time.sleep(self.pause)
-            yield event
-
-
-@pytest.fixture
-def slow_stream():
-    with started(SlowStream) as start:
-        yield start
-
-
 def in_thread(function):
     """Run function() in a thread; the returned thread's .result is its return value or exception."""
     def run():
@@ -214,10 +196,9 @@ def ws_answer(ws):
 
 
 @pytest.mark.parametrize('workers', ['1', '2'])
-def test_sigterm_drains_a_long_request_and_a_websocket_stream(uvicorn_process, servers, slow_stream, redis_db,
-                                                              workers):
+def test_sigterm_drains_a_long_request_and_a_websocket_stream(uvicorn_process, servers, redis_db, workers):
     long_http = servers.llama('Q2_FAST_1', delay=4)  # a 4 s answer
-    long_stream = slow_stream('Q4_DEEP_1', tokens=[f' t{n}' for n in range(12)])  # about 4 s of tokens
+    long_stream = servers.llama('Q4_DEEP_1', tokens=[f' t{n}' for n in range(12)], token_delay=0.3)  # about 4 s
     llama = [long_http, servers.llama('Q3_SYNTH_1'), long_stream]
     process = uvicorn_process({'MMO_TIERS_JSON': tiers_json([s.url for s in llama]), 'MMO_REDIS_URL': redis_db.url,
                                'MMO_CACHE_TTL': '0', 'MMO_DRAIN_DELAY': '1.5'},

@@ -3,9 +3,49 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """POST /api/query: routing, round-robin, failover, errors and the Redis answer cache."""
 
+import dataclasses
 import json
+import socket
 
 import pytest
+
+from multimodel_backend import llama
+
+CACHE_KEYS = 'mmo:v2:query:*'
+
+
+class Unreachable:
+    """A loopback port whose listen queue is full: connecting times out (a host that drops
+    packets), which is a connect timeout, not a refused connection nor a read timeout."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(('127.0.0.1', 0))
+        self.listener.listen(0)
+        self.url = 'http://127.0.0.1:%d' % self.listener.getsockname()[1]
+        self.fillers = []
+        for dummy in range(3):  # backlog 0 takes one; the SYNs of the others are dropped
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(self.listener.getsockname())
+            self.fillers.append(filler)
+
+    def close(self):
+        for sock in [self.listener] + self.fillers:
+            sock.close()
+
+
+@pytest.fixture
+def unreachable():
+    server = Unreachable()
+    yield server
+    server.close()
+
+
+def stored(redis_db, wait_until, count=1):
+    """The cache keys once count of them are written (the cache writes in the background)."""
+    wait_until(lambda: len(redis_db.client.keys(CACHE_KEYS)) >= count, what=f'{count} cache entries')
+    return redis_db.client.keys(CACHE_KEYS)
 
 
 def test_answer_shape_and_upstream_request(stack):
@@ -53,23 +93,59 @@ def test_round_robin_over_the_tier(stack):
     assert len(stack.fast1.chats()) == 2 and len(stack.fast2.chats()) == 2
 
 
-@pytest.mark.parametrize('failure', ['refused', 'loading', 'error', 'timeout'])
-def test_failover_to_the_next_instance(servers, backend, tiers, failure):
+@pytest.mark.parametrize('failure', ['refused', 'connect timeout', 'loading', 'error'])
+def test_failover_to_the_next_instance(servers, backend, tiers, unreachable, monkeypatch, failure):
+    # Only where the query cannot have started: no connection, or a 5xx before any answer.
+    monkeypatch.setattr(llama, 'CONNECT_TIMEOUT', 0.5)
     if failure == 'refused':
         first_url = servers.refused()
+    elif failure == 'connect timeout':
+        first_url = unreachable.url
     else:
-        first = servers.llama('Q2_FAST_1', state='ok' if failure == 'timeout' else failure,
-                              delay=3.0 if failure == 'timeout' else 0.0)
-        first_url = first.url
+        first_url = servers.llama('Q2_FAST_1', state=failure).url
     second = servers.llama('Q2_FAST_2')
-    running = backend(tiers([first_url, second.url], [second.url], [second.url]), request_timeout=1.0)
+    running = backend(tiers([first_url, second.url], [second.url], [second.url]), request_timeout=10.0)
     reply = running.query('hello', mode='simple')
     assert reply.status_code == 200, reply.text
     assert reply.json()['instance'] == 'Q2_FAST_2'
     metrics = running.http.get('/metrics').text
     assert 'mmo_upstream_failovers_total{instance="Q2_FAST_1",tier="simple"} 1.0' in metrics
-    kind = {'refused': 'connect', 'loading': 'http_5xx', 'error': 'http_5xx', 'timeout': 'timeout'}[failure]
+    kind = {'refused': 'connect', 'connect timeout': 'connect', 'loading': 'http_5xx', 'error': 'http_5xx'}[failure]
     assert f'mmo_upstream_errors_total{{instance="Q2_FAST_1",kind="{kind}"}} 1.0' in metrics
+
+
+def test_a_read_timeout_is_504_and_not_failed_over(servers, backend, tiers):
+    # The generation may be running there: replaying it would run it on every replica.
+    slow = servers.llama('Q2_FAST_1', delay=3.0)
+    second = servers.llama('Q2_FAST_2')
+    running = backend(tiers([slow.url, second.url], [second.url], [second.url]), request_timeout=1.0)
+    reply = running.query('hello', mode='simple')
+    assert reply.status_code == 504, reply.text
+    assert 'Q2_FAST_1' in reply.json()['detail']
+    assert len(slow.chats()) == 1 and second.chats() == []
+    metrics = running.http.get('/metrics').text
+    assert 'mmo_upstream_errors_total{instance="Q2_FAST_1",kind="timeout"} 1.0' in metrics
+    assert 'mmo_upstream_failovers_total{' not in metrics
+
+
+def test_one_deadline_covers_every_attempt(servers, backend, tiers):
+    # Each instance takes 0.6 s to fail with a 5xx (failed over); the query's 1 s is spent
+    # during the second attempt: 504, and the third instance is never asked.
+    failing = [servers.llama(f'Q2_FAST_{n}', state='error', delay=0.6) for n in (1, 2, 3)]
+    running = backend(tiers([s.url for s in failing], [failing[0].url], [failing[0].url]), request_timeout=1.0)
+    reply = running.query('hello', mode='simple')
+    assert reply.status_code == 504, reply.text
+    assert [len(s.chats()) for s in failing] == [1, 1, 0]
+
+
+def test_an_answer_that_is_not_a_chat_completion_is_502_not_replayed(servers, backend, tiers):
+    garbage = servers.llama('Q2_FAST_1', override={'/v1/chat/completions': (200, {'choices': [{'message': 7}]})})
+    second = servers.llama('Q2_FAST_2')
+    running = backend(tiers([garbage.url, second.url], [second.url], [second.url]))
+    reply = running.query('hello', mode='simple')
+    assert reply.status_code == 502, reply.text
+    assert 'answer is not a chat completion' in reply.json()['detail']
+    assert second.chats() == []
 
 
 def test_503_names_the_tier_and_every_instance_tried(servers, backend, tiers):
@@ -123,13 +199,14 @@ def test_malformed_json_is_400(stack):
     assert reply.status_code == 400
 
 
-def test_second_identical_query_is_a_cache_hit_with_ttl(stack, redis_db):
+def test_second_identical_query_is_a_cache_hit_with_ttl(stack, redis_db, wait_until):
     first = stack.backend.query('What is Redis', mode='simple', max_tokens=16).json()
+    keys = stored(redis_db, wait_until)
     second = stack.backend.query('What is Redis', mode='simple', max_tokens=16).json()
     assert first['cached'] is False and second['cached'] is True
     assert second['answer'] == first['answer'] and second['instance'] == first['instance'] == 'Q2_FAST_1'
+    assert second['usage'] == first['usage'] == {'completion_tokens': 4, 'prompt_tokens': 20, 'total_tokens': 24}
     assert len(stack.fast1.chats()) + len(stack.fast2.chats()) == 1
-    keys = redis_db.client.keys('mmo:answer:*')
     assert len(keys) == 1
     assert 3590 <= redis_db.client.ttl(keys[0]) <= 3600  # MMO_CACHE_TTL default
     assert json.loads(redis_db.client.get(keys[0]))['answer'] == first['answer']
@@ -137,18 +214,36 @@ def test_second_identical_query_is_a_cache_hit_with_ttl(stack, redis_db):
     assert 'mmo_cache_hits_total 1.0' in metrics and 'mmo_cache_misses_total 1.0' in metrics
 
 
-def test_cache_key_covers_tier_max_tokens_and_retrieval(stack, redis_db):
-    for fields in ({'mode': 'simple'}, {'mode': 'moderate'}, {'mode': 'simple', 'max_tokens': 9},
-                   {'mode': 'simple', 'use_retrieval': True}):
+def test_cache_key_covers_tier_max_tokens_and_retrieval(stack, redis_db, wait_until):
+    for number, fields in enumerate(({'mode': 'simple'}, {'mode': 'moderate'}, {'mode': 'simple', 'max_tokens': 9},
+                                     {'mode': 'simple', 'use_retrieval': True}), 1):
         assert stack.backend.query('same words', **fields).json()['cached'] is False
-    assert len(redis_db.client.keys('mmo:answer:*')) == 4
+        stored(redis_db, wait_until, number)
+    assert len(redis_db.client.keys(CACHE_KEYS)) == 4
 
 
-def test_custom_ttl_and_ttl_zero_disables_the_cache(servers, backend, tiers, redis_db):
+def test_cache_key_covers_the_model_behind_the_tier(servers, backend, tiers, redis_db, wait_until):
+    # A model swap (another GGUF file behind the same instance names and alias) is another answer.
+    fast = servers.llama('Q2_FAST_1')
+    instances = tiers([fast.url], [fast.url], [fast.url])
+
+    def with_model(sha):
+        return tuple(dataclasses.replace(i, model=sha) for i in instances)
+
+    old = backend(with_model('a' * 64))
+    assert old.query('hello', mode='simple').json()['cached'] is False
+    stored(redis_db, wait_until)
+    assert backend(with_model('a' * 64)).query('hello', mode='simple').json()['cached'] is True
+    swapped = backend(with_model('b' * 64))
+    assert swapped.query('hello', mode='simple').json()['cached'] is False
+    assert len(fast.chats()) == 2
+
+
+def test_custom_ttl_and_ttl_zero_disables_the_cache(servers, backend, tiers, redis_db, wait_until):
     fast = servers.llama('Q2_FAST_1')
     urls = tiers([fast.url], [fast.url], [fast.url])
     backend(urls, cache_ttl=42).query('hello', mode='simple')
-    assert 30 <= redis_db.client.ttl(redis_db.client.keys('mmo:answer:*')[0]) <= 42
+    assert 30 <= redis_db.client.ttl(stored(redis_db, wait_until)[0]) <= 42
     redis_db.client.flushall()
     uncached = backend(urls, cache_ttl=0)
     assert [uncached.query('hello', mode='simple').json()['cached'] for n in range(2)] == [False, False]
@@ -161,7 +256,9 @@ def test_answers_while_redis_is_down(servers, backend, tiers):
     running = backend(tiers([fast.url], [fast.url], [fast.url]), redis_url=dead_redis)
     reply = running.query('hello', mode='simple')
     assert reply.status_code == 200 and reply.json()['cached'] is False
-    assert 'mmo_cache_errors_total 2.0' in running.http.get('/metrics').text  # the read and the write
+    metrics = running.http.get('/metrics').text
+    # The read failed; the breaker then skips the write instead of failing it again.
+    assert 'mmo_cache_errors_total 1.0' in metrics and 'mmo_cache_skipped_total 1.0' in metrics
 
 
 def test_cors_origins(servers, backend, tiers):

@@ -74,7 +74,7 @@ def fresh_index(stack, build_index, docs):
     stack.backend.app.state.backend.store.reload_interval = 0
 
 
-def test_query_with_retrieval_prepends_passages_and_returns_sources(stack, build_index):
+def test_query_with_retrieval_prepends_passages_and_returns_sources(stack, build_index, redis_db, wait_until):
     fresh_index(stack, build_index, DOCS)
     body = stack.backend.query('How long is a cached answer kept in Redis?', mode='simple', use_retrieval=True).json()
     sources = body['sources']
@@ -86,8 +86,38 @@ def test_query_with_retrieval_prepends_passages_and_returns_sources(stack, build
     assert '[1] ' + DOCS[0]['text'] in prompt and '(source: docs/cache.md)' in prompt
     assert prompt.endswith('Question: How long is a cached answer kept in Redis?')
     # The cached answer keeps its sources.
+    wait_until(lambda: redis_db.client.keys('mmo:v2:query:*'), what='the cache entry')
     again = stack.backend.query('How long is a cached answer kept in Redis?', mode='simple', use_retrieval=True)
     assert again.json()['cached'] is True and again.json()['sources'] == sources
+
+
+def test_an_index_rebuild_changes_the_cache_key(stack, build_index, redis_db, wait_until):
+    question = 'Which server terminates TLS?'
+    fresh_index(stack, build_index, DOCS)
+    assert stack.backend.query(question, mode='simple', use_retrieval=True).json()['cached'] is False
+    wait_until(lambda: redis_db.client.keys('mmo:v2:query:*'), what='the cache entry')
+    assert stack.backend.query(question, mode='simple', use_retrieval=True).json()['cached'] is True
+    # Rebuilt with other passages: the cached answer was built on the old ones.
+    fresh_index(stack, build_index, DOCS + [{'id': 'caddy-2', 'text': 'Caddy terminates TLS with ACME certificates.'}])
+    again = stack.backend.query(question, mode='simple', use_retrieval=True).json()
+    assert again['cached'] is False and 'caddy-2' in [s['id'] for s in again['sources']]
+    # A query without retrieval does not depend on the indexes.
+    assert stack.backend.query('hello', mode='simple').json()['cached'] is False
+
+
+def test_the_index_fingerprint_follows_the_files(tmp_path, build_index):
+    directory = tmp_path / 'faiss'
+    store = IndexStore(str(directory), reload_interval=0)
+    store.refresh()
+    empty = store.fingerprint
+    build_index(directory, 'docs', DOCS)
+    store.refresh()
+    built = store.fingerprint
+    store.refresh()
+    assert built == store.fingerprint != empty  # unchanged files, same version
+    build_index(directory, 'docs', DOCS[:2])
+    store.refresh()
+    assert store.fingerprint not in (built, empty)
 
 
 def test_without_retrieval_no_index_is_searched(stack, build_index):

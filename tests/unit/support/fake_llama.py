@@ -5,12 +5,16 @@
 status codes and JSON shapes llama-server answers with (as observed on llama.cpp-tools
 0.7.0): /health, /v1/models, /v1/completions, /v1/chat/completions (plain or streamed as
 server-sent events) and /slots, with knobs for loading, API key, delays and errors.
+Like llama-server, it watches the connection while it "generates" (the delay, and between
+streamed tokens) and stops when the client goes away: Request.disconnected records it.
 
 The model_health module's tests (probing) and the reference backend's tests (chat, failover)
 both use it, through the fake_llama_server and servers fixtures.
 """
 
 import json
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -40,6 +44,7 @@ class Request:
     body: bytes
     start: float
     end: float | None = None
+    disconnected: float | None = None  # when the client was seen gone before its answer was complete
 
     @property
     def authorization(self) -> str | None:
@@ -77,7 +82,9 @@ class FakeLlamaServer:
     override      {path: (status, body[, headers])} to force an answer
     timings       include llama-server's "timings" object in completions
     tokens        the chat answer's pieces, one per streamed chunk
+    token_delay   seconds between streamed chunks
     stream_break  close a chat stream after this many tokens (a crash mid-answer)
+    sse_raw       a chat stream's body as these raw SSE strings instead (malformed streams)
     tls           (certfile, keyfile): serve https
     """
 
@@ -85,7 +92,8 @@ class FakeLlamaServer:
                  state: str = 'ok', loading_s: float = 0.0, loading_requests: int = 0, api_key: str | None = None,
                  delay: float = 0.0, slots: list[dict[str, Any]] | None = None,
                  override: dict[str, tuple] | None = None, timings: bool = True, tokens: list[str] | None = None,
-                 stream_break: int | None = None, tls: tuple[str, str] | None = None) -> None:
+                 stream_break: int | None = None, tls: tuple[str, str] | None = None, token_delay: float = 0.005,
+                 sse_raw: list[str] | None = None) -> None:
         self.name, self.alias, self.aliases = name, alias, aliases
         self.state, self.loading_s, self.loading_requests = state, loading_s, loading_requests
         self.api_key, self.delay = api_key, delay
@@ -96,6 +104,7 @@ class FakeLlamaServer:
         self.timings = timings
         self.tokens = tokens or ['Hello', ' from', ' ' + name, '.']
         self.stream_break = stream_break
+        self.token_delay, self.sse_raw = token_delay, sse_raw
         self.requests: list[Request] = []  # every request, in the order they arrived
         self._lock = threading.Lock()
         self.started = time.monotonic()
@@ -176,8 +185,9 @@ class FakeLlamaServer:
         return reply
 
     def sse_events(self, body: dict[str, Any]):
-        """llama-server's chat stream: a role chunk, one chunk per token, a final chunk
-        with finish_reason, usage and timings, then [DONE]."""
+        """llama-server's chat stream: a role chunk, one chunk per token, a final chunk with
+        finish_reason and timings, a usage chunk (no choices) only when the request asked
+        for it (stream_options.include_usage, as llama.cpp b11669 does), then [DONE]."""
         base = {'created': CREATED, 'id': 'chatcmpl-fake', 'model': body.get('model', self.alias),
                 'system_fingerprint': FINGERPRINT, 'object': 'chat.completion.chunk'}
         yield dict(base, choices=[{'finish_reason': None, 'index': 0,
@@ -187,10 +197,12 @@ class FakeLlamaServer:
                 return
             yield dict(base, choices=[{'finish_reason': None, 'index': 0, 'delta': {'content': token}}])
         n = len(self.tokens)
-        final = dict(base, choices=[{'finish_reason': 'stop', 'index': 0, 'delta': {}}], usage=_usage(20, n))
+        final = dict(base, choices=[{'finish_reason': 'stop', 'index': 0, 'delta': {}}])
         if self.timings:
             final['timings'] = _timings(20, n)
         yield final
+        if (body.get('stream_options') or {}).get('include_usage'):
+            yield dict(base, choices=[], usage=dict(_usage(20, n), prompt_tokens_details={'cached_tokens': 0}))
         yield '[DONE]'
 
     def _record(self, request: Request) -> int:
@@ -210,29 +222,55 @@ class FakeLlamaServer:
                 length = int(self.headers.get('Content-Length') or 0)
                 request = Request(method, self.path, self.headers, self.rfile.read(length) if length else b'', start)
                 number = server._record(request)  # pylint: disable=protected-access
-                if server.delay:
-                    time.sleep(server.delay)
+                if server.delay and not self._generate(request, server.delay):
+                    request.end, self.close_connection = time.monotonic(), True
+                    return  # the client went away: no answer, like llama-server
                 status, reply, *headers = server.answer(request, number)
                 request.end = time.monotonic()
                 try:
                     if reply is STREAM:
-                        self._stream(request.json)
+                        self._stream(request)
                     else:
                         send_json(self, status, reply, *headers)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout tests)
+                    request.disconnected = request.disconnected or time.monotonic()  # the client gave up
 
-            def _stream(self, body: dict[str, Any]) -> None:
+            def _client_gone(self) -> bool:
+                """Whether the client closed its end (EOF waiting to be read), as llama-server checks."""
+                try:
+                    readable = select.select([self.connection], [], [], 0)[0]
+                    return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b''
+                except ValueError:  # TLS sockets take no recv flags: cannot tell
+                    return False
+                except OSError:
+                    return True
+
+            def _generate(self, request: Request, seconds: float) -> bool:
+                """Spend seconds "generating", watching the client; False when it went away."""
+                deadline = time.monotonic() + seconds
+                while (left := deadline - time.monotonic()) > 0:
+                    if self._client_gone():
+                        request.disconnected = time.monotonic()
+                        return False
+                    time.sleep(min(0.01, left))
+                return True
+
+            def _stream(self, request: Request) -> None:
                 # Chunked text/event-stream, one event per chunk, like llama-server.
                 self.send_response(200)
                 self.send_header('Content-Type', 'text/event-stream')
                 self.send_header('Transfer-Encoding', 'chunked')
                 self.end_headers()
-                for event in server.sse_events(body):
-                    data = ('data: ' + (event if isinstance(event, str) else json.dumps(event)) + '\n\n').encode()
+                events = server.sse_raw if server.sse_raw is not None else (
+                    'data: ' + (e if isinstance(e, str) else json.dumps(e)) + '\n\n'
+                    for e in server.sse_events(request.json))  # lazily: subclasses may pace them
+                for event in events:
+                    data = event.encode()
                     self.wfile.write(b'%x\r\n%s\r\n' % (len(data), data))
                     self.wfile.flush()
-                    time.sleep(0.005)
+                    if not self._generate(request, server.token_delay):
+                        self.close_connection = True
+                        return
                 if server.stream_break is not None:
                     self.close_connection = True  # drop it without the last chunk: a crash mid-answer
                     return

@@ -1,15 +1,23 @@
 """Calls to llama-server's OpenAI-compatible chat API, with round-robin and failover.
 
 Each query goes to the next instance of its tier in turn (round-robin, per worker
-process). When that instance is refused, times out, answers 5xx (503 while it loads its
-model) or answers garbage, the same query goes to the tier's next instance; only when
-every instance failed does the caller get TierUnavailable. 4xx answers (a wrong API key,
-a prompt too long for the context) would fail the same way everywhere: no failover.
+process). It moves to the tier's next instance only when the query cannot have started
+running on this one: the connection failed (refused, connect or pool timeout) or the
+instance answered 5xx (503 while it loads its model) before the first byte of an answer.
+Every other failure after the request was sent ends the query (UpstreamError, 502): the
+generation may be running there, and replaying it would run it twice. A read timeout is
+UpstreamTimeout (504), not failed over either: a slow generation would run on every replica.
+
+One deadline (MMO_REQUEST_TIMEOUT) covers the whole query, every attempt included.
 """
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -18,15 +26,25 @@ from .metrics import Metrics
 
 Messages = list[dict[str, str]]  # chat messages: [{"role", "content"}]
 
+CONNECT_TIMEOUT = 5.0  # a dead instance fails over in seconds, not after the whole deadline
+USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
 log = logging.getLogger(__name__)
 
 
 class UpstreamError(Exception):
     """One instance failed. kind labels the metric; failover says whether to try the next."""
 
-    def __init__(self, instance: Instance, kind: str, reason: str, failover: bool = True) -> None:
+    def __init__(self, instance: Instance, kind: str, reason: str, failover: bool = False) -> None:
         super().__init__(f"{instance.name}: {reason}")
         self.instance, self.kind, self.reason, self.failover = instance, kind, reason, failover
+
+
+class UpstreamTimeout(UpstreamError):
+    """The instance did not answer in time, or the query's deadline is spent: 504, no failover."""
+
+    def __init__(self, instance: Instance, reason: str) -> None:
+        super().__init__(instance, "timeout", reason, failover=False)
 
 
 class TierUnavailable(Exception):
@@ -35,6 +53,37 @@ class TierUnavailable(Exception):
         self.tried = [f.instance.name for f in failures]
         detail = "; ".join(f"{f.instance.name} ({f.reason})" for f in failures)
         super().__init__(f"every instance of tier '{tier}' failed: {detail}")
+
+
+@dataclass(frozen=True)
+class Params:
+    """What the caller asks of a generation, passed through to llama-server."""
+
+    max_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Completion:
+    """A whole answer: its text, who generated it, why it ended and llama-server's token counts."""
+
+    text: str
+    instance: Instance
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One piece of a streamed answer. The first names the instance (text ""); the last ones
+    may carry finish_reason and usage."""
+
+    instance: Instance
+    text: str = ""
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -49,15 +98,50 @@ def _error_message(response: httpx.Response) -> str:
 def _http_error(instance: Instance, response: httpx.Response) -> UpstreamError:
     reason = f"HTTP {response.status_code}: {_error_message(response)}"
     kind = "http_5xx" if response.status_code >= 500 else "http_4xx"
+    # A 5xx comes before any answer (503 while loading, 500 when it cannot run it): safe to
+    # replay. A 4xx would fail the same way everywhere (a wrong key, a prompt too long).
     return UpstreamError(instance, kind, reason, failover=response.status_code >= 500)
 
 
 def _transport_error(instance: Instance, exc: httpx.HTTPError) -> UpstreamError:
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamError(instance, "timeout", f"timed out ({type(exc).__name__})")
+    if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+        return UpstreamError(instance, "connect", f"connection timed out ({type(exc).__name__})", failover=True)
     if isinstance(exc, httpx.ConnectError):
-        return UpstreamError(instance, "connect", f"connection failed: {exc}")
+        return UpstreamError(instance, "connect", f"connection failed: {exc}", failover=True)
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(instance, f"timed out ({type(exc).__name__})")
     return UpstreamError(instance, "transport", f"{type(exc).__name__}: {exc}")
+
+
+def _usage(value: Any) -> dict[str, int] | None:
+    """The token counts of a usage object, None when there is none (or it is not one)."""
+    if not isinstance(value, dict):
+        return None
+    counts = {k: value[k] for k in USAGE_FIELDS if isinstance(value.get(k), int) and not isinstance(value[k], bool)}
+    return counts if len(counts) == len(USAGE_FIELDS) else None
+
+
+def _finish_reason(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class Deadline:
+    """The one deadline of a query, over every attempt."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def left(self, instance: Instance) -> float:
+        """Seconds left; UpstreamTimeout when none are."""
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise UpstreamTimeout(instance, f"no answer within the query's deadline ({self.seconds:g} s)")
+        return left
+
+    def timeout(self, instance: Instance) -> httpx.Timeout:
+        left = self.left(instance)
+        return httpx.Timeout(left, connect=min(CONNECT_TIMEOUT, left), pool=min(CONNECT_TIMEOUT, left))
 
 
 class LlamaPool:
@@ -77,10 +161,17 @@ class LlamaPool:
         self._next[tier] = start + 1
         return instances[start:] + instances[:start]
 
-    def _body(self, instance: Instance, messages: Messages, max_tokens: int, stream: bool) -> dict:
-        body = {"messages": messages, "max_tokens": max_tokens, "stream": stream}
+    def _body(self, instance: Instance, messages: Messages, params: Params, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"messages": messages, "max_tokens": params.max_tokens, "stream": stream}
+        if stream:
+            body["stream_options"] = {"include_usage": True}  # llama-server sends usage only when asked
         if instance.alias:
             body["model"] = instance.alias  # selects the model on a router-mode server
+        for name in ("temperature", "top_p"):
+            if getattr(params, name) is not None:
+                body[name] = getattr(params, name)
+        if params.stop:
+            body["stop"] = list(params.stop)
         return body
 
     def _failed(self, tier: str, error: UpstreamError, failures: list[UpstreamError]) -> None:
@@ -90,69 +181,87 @@ class LlamaPool:
             raise error
         failures.append(error)
 
-    async def chat(self, tier: str, messages: Messages, max_tokens: int) -> tuple[str, Instance]:
-        """Return (answer text, instance) from the first instance of the tier that answers."""
+    async def chat(self, tier: str, messages: Messages, params: Params) -> Completion:
+        """The whole answer of the first instance of the tier that takes the query."""
+        deadline = Deadline(self.settings.request_timeout)
         failures: list[UpstreamError] = []
         for instance in self.candidates(tier):
             if failures:
                 self.metrics.failovers.labels(tier, failures[-1].instance.name).inc()
             try:
-                return await self._chat_once(instance, messages, max_tokens), instance
+                return await self._chat_once(instance, messages, params, deadline)
             except UpstreamError as error:
                 self._failed(tier, error, failures)
         raise TierUnavailable(tier, failures)
 
-    async def _chat_once(self, instance: Instance, messages: Messages, max_tokens: int) -> str:
-        body = self._body(instance, messages, max_tokens, False)
+    async def _chat_once(self, instance: Instance, messages: Messages, params: Params,
+                         deadline: Deadline) -> Completion:
+        body = self._body(instance, messages, params, False)
+        url = f"{instance.url}/v1/chat/completions"
         try:
-            response = await self.client.post(f"{instance.url}/v1/chat/completions", headers=self.headers, json=body)
+            async with asyncio.timeout(deadline.left(instance)):
+                response = await self.client.post(url, headers=self.headers, json=body,
+                                                  timeout=deadline.timeout(instance))
+        except TimeoutError:
+            raise UpstreamTimeout(instance, f"no answer within the query's deadline ({deadline.seconds:g} s)") from None
         except httpx.HTTPError as exc:
             raise _transport_error(instance, exc) from None
         if response.status_code != 200:
             raise _http_error(instance, response)
         try:
-            return response.json()["choices"][0]["message"]["content"] or ""
+            answer = response.json()
+            choice = answer["choices"][0]
+            content = choice["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise UpstreamError(instance, "invalid", "answer is not a chat completion") from None
+        if content is not None and not isinstance(content, str):
+            raise UpstreamError(instance, "invalid", "answer is not a chat completion (content is not text)")
+        return Completion(content or "", instance, _finish_reason(choice.get("finish_reason")),
+                          _usage(answer.get("usage")))
 
-    async def stream(self, tier: str, messages: Messages, max_tokens: int) -> AsyncGenerator[tuple[Instance, str], None]:
-        """Yield (instance, text) pieces as llama-server generates them (SSE); the first
-        piece of an instance that accepted the query is "" (so the caller knows which one
-        answers even when the model generates nothing).
-
-        Failover happens only before the first text: once text has been sent to the
-        client it cannot be taken back, so a failure mid-answer raises UpstreamError."""
+    async def stream(self, tier: str, messages: Messages, params: Params) -> AsyncGenerator[Delta, None]:
+        """Deltas as llama-server generates them (SSE). The first names the instance that
+        took the query (text ""), so the caller knows who answers even when the model
+        generates nothing. Close it (aclosing) to close the upstream request."""
+        deadline = Deadline(self.settings.request_timeout)
         failures: list[UpstreamError] = []
         for instance in self.candidates(tier):
             if failures:
                 self.metrics.failovers.labels(tier, failures[-1].instance.name).inc()
-            started = False
             try:
-                async for text in self._stream_once(instance, messages, max_tokens):
-                    started = started or bool(text)
-                    yield instance, text
+                async for delta in self._stream_once(instance, messages, params, deadline):
+                    yield delta
                 return
             except UpstreamError as error:
-                if started:
-                    error.failover = False
                 self._failed(tier, error, failures)
         raise TierUnavailable(tier, failures)
 
-    async def _stream_once(self, instance: Instance, messages: Messages, max_tokens: int) -> AsyncGenerator[str, None]:
-        body = self._body(instance, messages, max_tokens, True)
+    async def _stream_once(self, instance: Instance, messages: Messages, params: Params,
+                           deadline: Deadline) -> AsyncGenerator[Delta, None]:
+        body = self._body(instance, messages, params, True)
         try:
             async with self.client.stream("POST", f"{instance.url}/v1/chat/completions", headers=self.headers,
-                                          json=body) as response:
+                                          json=body, timeout=deadline.timeout(instance)) as response:
                 if response.status_code != 200:
                     await response.aread()
                     raise _http_error(instance, response)
-                yield ""
-                async for line in response.aiter_lines():
-                    for text in _sse_texts(instance, line):
-                        yield text
+                # From here on the query runs there: no failover, whatever happens.
+                yield Delta(instance)
+                lines = response.aiter_lines()
+                while True:
+                    try:
+                        async with asyncio.timeout(deadline.left(instance)):
+                            line = await anext(lines)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise UpstreamTimeout(instance, "no answer within the query's deadline "
+                                              f"({deadline.seconds:g} s)") from None
                     if line.strip() == "data: [DONE]":
                         return
-        except httpx.HTTPError as exc:
+                    for delta in _sse_deltas(instance, line):
+                        yield delta
+        except httpx.HTTPError as exc:  # only a connection error (before the 200) fails over
             raise _transport_error(instance, exc) from None
         # The stream ended without [DONE]: the server went away mid-answer.
         raise UpstreamError(instance, "stream", "stream ended before [DONE]")
@@ -166,22 +275,44 @@ class LlamaPool:
         return "ok" if response.status_code == 200 else f"HTTP {response.status_code}: {_error_message(response)}"
 
 
-def _sse_texts(instance: Instance, line: str) -> list[str]:
-    """Text pieces in one SSE line of a chat completion stream."""
+def _invalid(instance: Instance, what: str) -> UpstreamError:
+    return UpstreamError(instance, "invalid", f"malformed stream chunk: {what}")
+
+
+def _sse_deltas(instance: Instance, line: str) -> list[Delta]:
+    """The deltas in one SSE line of a chat completion stream; UpstreamError for an error
+    event or a chunk that is not a chat completion chunk."""
     if line.startswith("error:"):  # llama-server reports errors mid-stream this way
         raise UpstreamError(instance, "stream", f"stream error: {line[6:].strip()[:200]}")
-    if not line.startswith("data:") or line[5:].strip() == "[DONE]":
-        return []
+    if not line.startswith("data:"):
+        return []  # blank separators, comments, event:/id: fields
     try:
         chunk = json.loads(line[5:])
     except ValueError:
-        raise UpstreamError(instance, "invalid", "stream chunk is not JSON") from None
+        raise _invalid(instance, "not JSON") from None
+    if not isinstance(chunk, dict):
+        raise _invalid(instance, "not a JSON object")
     if "error" in chunk:
-        message = chunk["error"].get("message") if isinstance(chunk["error"], dict) else chunk["error"]
-        raise UpstreamError(instance, "stream", f"stream error: {message}")
-    texts = []
-    for choice in chunk.get("choices") or []:
-        content = (choice.get("delta") or {}).get("content")
-        if content:
-            texts.append(content)
-    return texts
+        error = chunk["error"]
+        message = error.get("message") if isinstance(error, dict) else error
+        raise UpstreamError(instance, "stream", f"stream error: {str(message)[:200]}")
+    choices = chunk.get("choices") or []
+    if not isinstance(choices, list):
+        raise _invalid(instance, "'choices' is not a list")
+    deltas = []
+    for choice in choices:
+        if not isinstance(choice, dict):
+            raise _invalid(instance, "a choice is not an object")
+        delta = {} if choice.get("delta") is None else choice["delta"]
+        if not isinstance(delta, dict):
+            raise _invalid(instance, "'delta' is not an object")
+        content = delta.get("content")
+        if content is not None and not isinstance(content, str):
+            raise _invalid(instance, "'content' is not text")
+        finish = _finish_reason(choice.get("finish_reason"))
+        if content or finish:
+            deltas.append(Delta(instance, content or "", finish))
+    usage = _usage(chunk.get("usage"))
+    if usage:
+        deltas.append(Delta(instance, usage=usage))
+    return deltas

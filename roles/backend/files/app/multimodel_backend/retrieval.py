@@ -5,9 +5,12 @@ An index is a pair of files: ``<name>.faiss`` (any FAISS index whose vectors com
 (a JSON list of ``{"id", "text", "source"}``, one per vector, in index order).
 
 Indexes are loaded at startup and reloaded when either file changes (mtime, size or inode), so an
-operator can drop in or rebuild an index without restarting the backend.
+operator can drop in or rebuild an index without restarting the backend. ``IndexStore.fingerprint``
+names the indexes in use (their names, sizes and mtimes): it is part of the answer cache's keys,
+so an answer built on an older index is never served once a rebuild is loaded.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -50,12 +53,21 @@ def _load(faiss_path: str, meta_path: str) -> LoadedIndex:
     return LoadedIndex(index, passages, signature)
 
 
+def _fingerprint(indexes: dict[str, LoadedIndex]) -> str:
+    """A short hash of the loaded indexes' names, sizes and mtimes (not the inode: copying
+    the same files elsewhere is the same index)."""
+    material = sorted((name, [(mtime, size) for _inode, mtime, size in loaded.signature])
+                      for name, loaded in indexes.items())
+    return hashlib.sha256(json.dumps(material).encode("utf-8")).hexdigest()[:16]
+
+
 class IndexStore:
     def __init__(self, directory: str, reload_interval: float = 2.0) -> None:
         self.directory = directory
         self.reload_interval = reload_interval
         self.indexes: dict[str, LoadedIndex] = {}  # name -> LoadedIndex; replaced whole, never mutated, so searches need no lock
         self._checked = float("-inf")
+        self.fingerprint = _fingerprint({})
         self._refresh_lock = threading.Lock()
 
     def refresh(self) -> None:
@@ -88,6 +100,7 @@ class IndexStore:
                     if old:
                         current[name] = old
             self.indexes = current
+            self.fingerprint = _fingerprint(current)
         finally:
             self._refresh_lock.release()
 
