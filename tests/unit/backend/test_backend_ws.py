@@ -1,11 +1,15 @@
 # Copyright (c) 2026, multimodel.orchestration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""WebSocket /ws: streamed answers from llama-server's SSE API."""
+"""WebSocket /ws: streamed answers from llama-server's SSE API, the Origin check, and the
+generation cancelled when the client leaves."""
 
 import json
 import logging
+import socket
 
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 
@@ -62,7 +66,9 @@ def test_bad_messages_get_an_error_and_the_connection_stays(stack):
 
 def test_failover_before_the_first_token(servers, backend, tiers):
     loading = servers.llama('Q2_FAST_1', state='loading')
-    broken = servers.llama('Q2_FAST_2', stream_break=0)  # 200, then closes before any token
+    # Failover before the first byte of the answer only: a 5xx (a 200 whose stream then breaks
+    # is not replayed, the generation may be running: test_backend_upstream.py).
+    broken = servers.llama('Q2_FAST_2', state='error')
     ok = servers.llama('Q2_FAST_3')
     running = backend(tiers([loading.url, broken.url, ok.url], [ok.url], [ok.url]))
     with connect(running.ws_url) as ws:
@@ -91,7 +97,7 @@ def test_error_mid_answer_is_not_failed_over_nor_cached(servers, backend, tiers,
         texts, error = ask(ws, query='hi', mode='simple')
     assert texts == ['Hello', ' from'] and error['type'] == 'error'
     assert error['message'].startswith('Q2_FAST_1: ')
-    assert not other.chats() and redis_db.client.keys('mmo:answer:*') == []
+    assert not other.chats() and redis_db.client.keys('mmo:*') == []
 
 
 def test_client_leaving_mid_answer_is_counted_not_crashed(servers, backend, tiers, caplog, wait_until):
@@ -103,3 +109,72 @@ def test_client_leaving_mid_answer_is_counted_not_crashed(servers, backend, tier
     line = 'mmo_ws_queries_total{outcome="disconnected"} 1.0'
     wait_until(lambda: line in running.http.get('/metrics').text, what='the disconnect')
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no "Exception in ASGI application"
+
+
+def test_client_leaving_mid_answer_stops_the_generation(servers, backend, tiers, wait_until):
+    """Before: the loop noticed a close only at its next send, so while llama-server was still
+    evaluating a long prompt (no token yet) the generation ran on and kept its slot busy."""
+    slow = servers.llama('Q2_FAST_1', delay=60)  # "evaluates the prompt" for a minute
+    running = backend(tiers([slow.url], [slow.url], [slow.url]), request_timeout=120)
+    with connect(running.ws_url) as ws:
+        ws.send(json.dumps({'query': 'hi', 'mode': 'simple'}))
+        wait_until(lambda: slow.chats(), what='the query to reach llama-server')
+    wait_until(lambda: slow.chats()[0].disconnected is not None, what='the upstream request to be closed')
+    line = 'mmo_ws_queries_total{outcome="disconnected"} 1.0'
+    wait_until(lambda: line in running.http.get('/metrics').text, what='the disconnect counted')
+
+
+def test_queries_sent_ahead_are_answered_in_turn(stack):
+    with connect(stack.backend.ws_url) as ws:
+        ws.send(json.dumps({'query': 'first', 'mode': 'simple'}))
+        ws.send(json.dumps({'query': 'second', 'mode': 'simple'}))
+        kinds = []
+        while kinds.count('done') < 2:
+            kinds.append(json.loads(ws.recv(timeout=30))['type'])
+    assert kinds == ['token'] * 4 + ['done'] + ['token'] * 4 + ['done']
+
+
+def test_a_message_over_the_body_limit_closes_the_socket(servers, backend, tiers):
+    ok = servers.llama('ok')
+    running = backend(tiers([ok.url], [ok.url], [ok.url]), max_body_bytes=2048)
+    with connect(running.ws_url) as ws:
+        ws.send(json.dumps({'query': 'x' * 3000}))
+        assert json.loads(ws.recv(timeout=10)) == {'type': 'error', 'message': 'message over 2048 bytes'}
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 1009
+    assert not ok.chats()
+
+
+@pytest.mark.parametrize('origin', ['https://evil.example', 'null', 'http://127.0.0.1.evil.example'])
+def test_a_foreign_origin_is_refused_before_the_upgrade(servers, backend, tiers, origin):
+    """Cross-site WebSocket hijacking: before, any page could open /ws from a visitor's browser."""
+    ok = servers.llama('ok')
+    running = backend(tiers([ok.url], [ok.url], [ok.url]), cors_origins=('https://app.example',),
+                      allowed_origins=('https://chat.example:8443',))
+    with pytest.raises(InvalidStatus) as refused:
+        connect(running.ws_url, origin=origin)
+    assert refused.value.response.status_code == 403
+    assert 'mmo_ws_refused_total 1.0' in running.http.get('/metrics').text
+
+
+def test_allowed_origins(servers, backend, tiers):
+    ok = servers.llama('ok')
+    running = backend(tiers([ok.url], [ok.url], [ok.url]), cors_origins=('https://app.example',),
+                      allowed_origins=('https://chat.example:8443',))
+    port = int(running.url.rsplit(':', 1)[1])
+
+    def proxied(origin):
+        """Through the proxy: Host chat.example (the proxy keeps it), X-Forwarded-Proto https."""
+        return connect('ws://chat.example/ws', sock=socket.create_connection(('127.0.0.1', port)), origin=origin,
+                       additional_headers={'X-Forwarded-Proto': 'https'})
+
+    for origin in (None, 'https://app.example', 'https://CHAT.example:8443', running.url):
+        with connect(running.ws_url, origin=origin) as ws:
+            assert ask(ws, query='hi', mode='simple')[1]['type'] == 'done', origin
+    for origin in ('https://chat.example', 'https://chat.example:443'):  # the site's own origin
+        with proxied(origin) as ws:
+            assert ask(ws, query='hi', mode='simple')[1]['type'] == 'done', origin
+    # The site's own host over another scheme is another origin.
+    with pytest.raises(InvalidStatus):
+        proxied('http://chat.example')

@@ -23,7 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 # LLM answers take from tens of milliseconds (cache, short answers) to minutes.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS"})  # any other method is counted as "other"
-STATUSES = frozenset(str(s.value) for s in HTTPStatus)  # a code outside the standard ones is "other"
+# A code outside the standard ones is "other"; 499: the client went away before its answer.
+STATUSES = frozenset([str(s.value) for s in HTTPStatus] + ["499"])
 AUTH_FAILURES = ("missing", "invalid")  # the reason label of mmo_auth_failures
 
 
