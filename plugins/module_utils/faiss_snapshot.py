@@ -602,8 +602,11 @@ def _write_snapshot(source, root, name, scan, verify, attempts, now_ns):
     return manifest
 
 
-def _prune(root, retain_count, retain_days, check, now_ns, keep=()):
+def _prune(root, retain_count, retain_days, check, now_ns, keep=(), pending=None):
+    """Apply the retention; pending names the snapshot check mode would have taken (the newest)."""
     entries = _entries(root)
+    if pending is not None:
+        entries.insert(0, {'name': pending, 'bad': None, 'manifest': {'created_ns': now_ns}})
     newest = next((entry['name'] for entry in entries if entry['bad'] is None), None)
     oldest_ns = now_ns - int(retain_days * 86400e9) if retain_days else None
     removed = []
@@ -687,7 +690,8 @@ def snapshot(source, root, retain_count=7, retain_days=0, verify=True, check=Fal
         if check and not os.path.isdir(root):
             result['pruned'] = []
         else:
-            result['pruned'] = _prune(root, retain_count, retain_days, check, now_ns, keep)
+            pending = result['created'] if check else None
+            result['pruned'] = _prune(root, retain_count, retain_days, check, now_ns, keep, pending)
         names = [entry['name'] for entry in _entries(root)]
         if check:
             names = ([result['created']] if result['created'] else []) + [name for name in names if name not in result['pruned']]
