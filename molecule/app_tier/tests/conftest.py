@@ -15,7 +15,7 @@ import time
 import uuid
 
 import pytest
-from stack_client import RemoteLoad, table
+from stack_client import RemoteLoad, first_key, table
 
 CLIENT = "/usr/local/lib/mmo-stack-client.py"
 CONTAINERS = ["mmo-redis", "mmo-searxng", "mmo-backend-1", "mmo-backend-2", "mmo-caddy"]
@@ -23,9 +23,21 @@ BACKENDS = ["mmo-backend-1", "mmo-backend-2"]
 # inventories/local: the four tiers and their ports.
 LLAMA_PORTS = {"Q2_FAST_1": 8080, "Q2_FAST_2": 8081, "Q3_SYNTH": 8082, "Q4_DEEP": 8083}
 REDIS_PASSWORD_FILE = "/etc/multimodel/redis/password"
+# The site's API keys (backend_api_keys), one a line: the stack client sends the first.
+API_KEYS_FILE = "/etc/multimodel/backend/api_keys"
 # The backend's own probe, run in a replica: prints the status and body, exit 1 unless 2xx.
 BACKEND_PROBE = ("import sys, urllib.request as u; r = u.urlopen('http://127.0.0.1:8000' + sys.argv[1], timeout=5); "
                  "print(r.status, r.read().decode())")
+
+
+def llama_curl(instance, path, seconds):
+    """A shell command on the instance: curl of the instance's llama-server PATH, with the model
+    tier's API key when one is set (read from the units' environment files)."""
+    command = ("k=$(sed -n 's/^LLAMA_API_KEY=//p' /etc/llama-server/*.env 2>/dev/null | head -n 1 | tr -d '\"'); "
+               f"curl -fsS -m {seconds} ${{k:+-H \"Authorization: Bearer $k\"}} "
+               f"http://127.0.0.1:{LLAMA_PORTS[instance]}{path}")
+    return f"sh -c {shlex.quote(command)}"
+
 
 _TABLES = {}  # title -> (columns, rows), in the order the tests added them
 
@@ -63,6 +75,15 @@ def report():
 
 
 @pytest.fixture(scope="module")
+def api_key(host):
+    """The site's API key, as the backend role wrote it on the host (what the stack client
+    sends as `Authorization: Bearer`)."""
+    key = first_key(host.file(API_KEYS_FILE).content_string)
+    assert key, f"no API key in {API_KEYS_FILE}"
+    return key
+
+
+@pytest.fixture(scope="module")
 def stack(host):
     """The stack client on the instance (stack_client.py): see Stack."""
     return Stack(host)
@@ -84,13 +105,46 @@ class Stack:
         source = os.path.join(os.path.dirname(__file__), "stack_client.py")
         subprocess.run(["docker", "cp", source, f"{self.name}:{CLIENT}"], check=True)
 
-    def client(self, *args, timeout=None):
-        """Run stack_client.py on the instance; its JSON, or None when it failed."""
-        env = f"STACK_TIMEOUT={timeout} " if timeout else ""
-        result = self.host.run(env + "python3 " + " ".join(shlex.quote(a) for a in (CLIENT,) + args))
+    def client(self, *args, timeout=None, env=None):
+        """Run stack_client.py on the instance (env: its STACK_* settings, e.g. STACK_KEY_FILE=""
+        for no key); its JSON, or None when it failed."""
+        settings = dict(env or {}, **({"STACK_TIMEOUT": timeout} if timeout else {}))
+        prefix = "".join(f"{name}={shlex.quote(str(value))} " for name, value in settings.items())
+        result = self.host.run(prefix + "python3 " + " ".join(shlex.quote(a) for a in (CLIENT,) + args))
         if result.rc != 0:
             return None
         return json.loads(result.stdout)
+
+    def internal(self, replica, *args, key=False):
+        """stack_client.py run in the other replica, talking to `replica` on the internal network
+        (http://REPLICA:8000) as internal monitoring would: no key, or with key=True the key
+        file mounted in the replica (no secret on a command line); its JSON."""
+        other = next(name for name in BACKENDS if name != replica)
+        key_file = self.replica_env(other)["MMO_API_KEYS_FILE"] if key else ""
+        command = (f"docker exec -i -e STACK_URL=http://{replica}:8000 -e STACK_KEY_FILE={shlex.quote(key_file)} "
+                   f"{other} python3 - " + " ".join(shlex.quote(a) for a in args) + f" < {CLIENT}")
+        result = self.host.run(command)
+        assert result.rc == 0, f"{command}: {result.stderr[-2000:]}"
+        return json.loads(result.stdout)
+
+    def sh(self, command):
+        """stdout of a shell command on the instance through docker exec (no Ansible round trip:
+        for polling what changes within a second); fails on a non-zero exit."""
+        return subprocess.run(["docker", "exec", self.name, "sh", "-c", command], check=True, capture_output=True,
+                              text=True, timeout=60).stdout
+
+    def replica_env(self, replica):
+        inspect = json.loads(self.host.check_output(f"docker inspect {replica}"))[0]
+        return dict(item.split("=", 1) for item in inspect["Config"]["Env"])
+
+    def started_at(self):
+        """name -> (Id, State.StartedAt, RestartCount) of the stack's containers."""
+        found = json.loads(self.host.check_output("docker inspect " + " ".join(CONTAINERS)))
+        return {c["Name"].lstrip("/"): (c["Id"], c["State"]["StartedAt"], c["RestartCount"]) for c in found}
+
+    def llama_slots(self, instance):
+        """The instance's llama-server /slots (with the API key of the model tier)."""
+        return json.loads(self.host.check_output(llama_curl(instance, "/slots", 5)))
 
     def query(self, text=None, mode="simple", max_tokens=8):
         """POST /api/query through Caddy: the client's JSON ({status, json, ...}), or None."""
@@ -104,10 +158,7 @@ class Stack:
 
     def llama_healthy(self, instance):
         """Whether the instance's llama-server answers /health 200 (with the API key when set)."""
-        port = LLAMA_PORTS[instance]
-        command = ("k=$(sed -n 's/^LLAMA_API_KEY=//p' /etc/llama-server/*.env 2>/dev/null | head -n 1 | tr -d '\"'); "
-                   f"curl -fsS -m 2 ${{k:+-H \"Authorization: Bearer $k\"}} http://127.0.0.1:{port}/health")
-        return self.host.run(f"sh -c {shlex.quote(command)}").rc == 0
+        return self.host.run(llama_curl(instance, "/health", 2)).rc == 0
 
     def main_pid(self, instance):
         return int(self.host.check_output(f"systemctl show -p MainPID --value llama-server@{instance}") or 0)

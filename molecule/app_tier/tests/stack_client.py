@@ -3,17 +3,28 @@
 Talks to Caddy as a browser would: https://localhost, checking the certificate against the root
 of Caddy's own CA (tls internal). Prints one JSON document.
 
-On the controller, the suite and bench/bench_faults.py import it for RemoteLoad (this
-client's load, run in the instance through docker exec) and table().
+Every request carries the site's API key (`Authorization: Bearer KEY`): STACK_KEY, else the
+first key of STACK_KEY_FILE (default: the file the backend role writes on the host; the client
+runs as root there). STACK_KEY_FILE= (empty) sends no key; STACK_COOKIE sends that Cookie
+header; STACK_ORIGIN is the WebSocket upgrade's Origin (default: the site's own). STACK_URL
+(e.g. http://mmo-backend-1:8000) talks to something else than Caddy: a replica, from another
+one on the internal network (run there as `python3 - ARGS < stack_client.py`).
+
+On the controller, the suite and the benches (bench/bench_faults.py, bench/bench_api.py) import
+it for RemoteLoad (this client's load, run in the instance through docker exec) and table().
 
   stack_client.py get PATH
   stack_client.py post PATH JSON
   stack_client.py ws JSON            (one query over wss://localhost/ws)
+  stack_client.py big PATH BYTES [chunked]
+                                     (a JSON query of BYTES bytes, sent until the answer comes)
   stack_client.py load SPEC          (queries in a loop until a stop file appears: see load())
+  stack_client.py timed SPEC         (queries one after another or in threads: see timed())
 """
 import base64
 import json
 import os
+import select
 import socket
 import ssl
 import struct
@@ -27,27 +38,135 @@ import uuid
 
 HOST = os.environ.get("STACK_HOST", "localhost")
 PORT = int(os.environ.get("STACK_PORT", "443"))
+URL = os.environ.get("STACK_URL", f"https://{HOST}:{PORT}")
 CA = os.environ.get("STACK_CA", "/var/lib/multimodel/caddy/caddy/pki/authorities/local/root.crt")
+KEY_FILE = os.environ.get("STACK_KEY_FILE", "/etc/multimodel/backend/api_keys")
 
 
 def context():
     return ssl.create_default_context(cafile=CA)
 
 
-def http(method, path, body=None, timeout=120):
-    request = urllib.request.Request(f"https://{HOST}:{PORT}{path}", method=method, data=body,
-                                     headers={"Content-Type": "application/json"} if body else {})
-    try:
-        with urllib.request.urlopen(request, context=context(), timeout=timeout) as answer:
-            status, headers, data = answer.status, dict(answer.headers), answer.read()
-    except urllib.error.HTTPError as error:
-        status, headers, data = error.code, dict(error.headers), error.read()
+def api_key():
+    """The key sent as a bearer token: STACK_KEY, else the first key of STACK_KEY_FILE (one a
+    line, # comments), else none."""
+    if "STACK_KEY" in os.environ:
+        return os.environ["STACK_KEY"]
+    if not KEY_FILE or not os.path.exists(KEY_FILE):
+        return None
+    with open(KEY_FILE, encoding="utf-8") as keys:
+        return first_key(keys.read())
+
+
+def first_key(text):
+    """The first key of an API keys file's text (one a line, blank lines and # comments aside)."""
+    return next((line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")),
+                None)
+
+
+def auth_headers():
+    """Authorization (the key) and Cookie (STACK_COOKIE) headers, as set."""
+    headers = {}
+    key = api_key()
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    if os.environ.get("STACK_COOKIE"):
+        headers["Cookie"] = os.environ["STACK_COOKIE"]
+    return headers
+
+
+def _parsed(status, headers, data):
     text = data.decode("utf-8", "replace")
     try:
         parsed = json.loads(text)
     except ValueError:
         parsed = None
     return {"status": status, "headers": headers, "json": parsed, "text": text[:2000]}
+
+
+def http(method, path, body=None, timeout=120):
+    headers = dict(auth_headers(), **({"Content-Type": "application/json"} if body else {}))
+    request = urllib.request.Request(URL + path, method=method, data=body, headers=headers)
+    secure = {"context": context()} if URL.startswith("https:") else {}
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, **secure) as answer:
+            status, headers, data = answer.status, dict(answer.headers), answer.read()
+    except urllib.error.HTTPError as error:
+        status, headers, data = error.code, dict(error.headers), error.read()
+    return _parsed(status, headers, data)
+
+
+def _connect(timeout):
+    """A socket to URL's host (TLS for https), and the Host header's value."""
+    scheme, rest = URL.split("://", 1)
+    name, dummy, port = rest.partition(":")
+    port = int(port or (443 if scheme == "https" else 80))
+    raw = socket.create_connection((name, port), timeout=timeout)
+    if scheme != "https":
+        return raw, rest
+    return context().wrap_socket(raw, server_hostname=name), name if port == 443 else rest
+
+
+def big(path, size, chunked=False, timeout=60):
+    """POST a JSON query of `size` bytes (Content-Length, or chunked), in pieces, reading at the
+    same time: a server that refuses a large body answers without reading it all, and may
+    close the connection. The answer (status, headers, json, text) and the bytes sent by then."""
+    filler = size - len('{"query": ""}')
+    body = ('{"query": "' + "x" * filler + '"}').encode()
+    sock, host = _connect(timeout)
+    head = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json", "Connection: close"]
+    head += [f"{name}: {value}" for name, value in auth_headers().items()]
+    if chunked:
+        head.append("Transfer-Encoding: chunked")
+        pieces = [body[i:i + 16384] for i in range(0, len(body), 16384)]
+        payload = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
+    else:
+        head.append(f"Content-Length: {len(body)}")
+        payload = body
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+    sock.setblocking(False)
+    pending, answer, sent = memoryview(payload), b"", 0
+    deadline = time.time() + timeout
+    while time.time() < deadline and not _complete(answer):
+        writing = bool(pending) and not answer
+        readable, writable, dummy = select.select([sock], [sock] if writing else [], [], 0.5)
+        if readable or (hasattr(sock, "pending") and sock.pending()):
+            try:
+                chunk = sock.recv(65536)
+            except (ssl.SSLWantReadError, BlockingIOError):
+                chunk = None
+            except OSError:  # reset after the answer, or before it
+                break
+            if chunk == b"":
+                break
+            answer += chunk or b""
+        if writable and writing:
+            try:
+                count = sock.send(pending[:16384])
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                count = 0
+            except OSError:  # the server closed its side: read what it answered
+                pending = pending[:0]
+                count = 0
+            pending, sent = pending[count:], sent + count
+    sock.close()
+    head_text, dummy, data = answer.partition(b"\r\n\r\n")
+    lines = head_text.decode("iso-8859-1").split("\r\n")
+    status = int(lines[0].split()[1]) if lines[0].startswith("HTTP/") else 0
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return dict(_parsed(status, headers, data), sent=sent, size=len(payload))
+
+
+def _complete(answer):
+    """Whether `answer` holds a whole HTTP response with a Content-Length."""
+    head, found, data = answer.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, dummy, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(data) >= int(value)
+    return False
 
 
 def _read_exact(sock, count):
@@ -86,11 +205,13 @@ def _receive(sock):
 def websocket(message, timeout=120, sent=None):
     """One query over /ws: {"handshake", "messages"}. `sent`, a list, gets True appended once
     the query is on the wire (the load loop tells a cut stream from a failed handshake)."""
-    raw = socket.create_connection((HOST, PORT), timeout=timeout)
-    sock = context().wrap_socket(raw, server_hostname=HOST)
+    sock, host = _connect(timeout)
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: https://{HOST}\r\n\r\n").encode())
+    origin = os.environ.get("STACK_ORIGIN", f"https://{HOST}")
+    extra = "".join(f"{name}: {value}\r\n" for name, value in auth_headers().items())
+    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                  + (f"Origin: {origin}\r\n" if origin else "") + extra + "\r\n").encode())
     head = b""
     while b"\r\n\r\n" not in head:
         head += _read_exact(sock, 1)
@@ -197,6 +318,62 @@ def load(spec):
             "seconds": round(time.time() - started, 3)}
 
 
+def timed(spec):
+    """spec["requests"] queries over spec["concurrency"] threads (default 1: one after another),
+    each timed: POST spec["path"] (/api/query, or /v1/chat/completions), spec["mode"] (a tier,
+    or a model for /v1) and spec["max_tokens"]; every query new unless spec["cached"] (then
+    the same one, answered once before the clock starts). The latencies in seconds of the
+    queries answered with spec["expect"] (default 200; in order), the statuses of the others,
+    the first errors, the wall time."""
+    run = uuid.uuid4().hex[:8]
+    counter, lock = iter(range(spec["requests"])), threading.Lock()
+    latencies, statuses, errors = [], {}, []
+
+    def body(number):
+        text = f"timed {run} {'cached' if spec.get('cached') else number}: tell me about tiny models"
+        if spec.get("path", "/api/query") == "/api/query":
+            return {"query": text, "mode": spec.get("mode", "simple"), "max_tokens": spec.get("max_tokens", 8)}
+        return {"model": spec.get("mode", "simple"), "max_tokens": spec.get("max_tokens", 8),
+                "messages": [{"role": "user", "content": text}]}
+
+    def call(number):
+        begin = time.perf_counter()
+        try:
+            answer = http("POST", spec.get("path", "/api/query"), json.dumps(body(number)).encode(),
+                          spec.get("timeout", 60))
+            status = answer["status"]
+        except Exception as error:  # pylint: disable=broad-except
+            status, answer = "error", {"text": repr(error)}
+        return time.perf_counter() - begin, status, answer["text"][:200]
+
+    if spec.get("cached"):
+        call(0)
+
+    def worker():
+        while True:
+            with lock:
+                number = next(counter, None)
+            if number is None:
+                return
+            seconds, status, text = call(number)
+            with lock:
+                if status == spec.get("expect", 200):
+                    latencies.append(round(seconds, 4))
+                else:
+                    statuses[str(status)] = statuses.get(str(status), 0) + 1
+                    if len(errors) < 5:
+                        errors.append(f"{status}: {text}")
+
+    threads = [threading.Thread(target=worker) for dummy in range(spec.get("concurrency", 1))]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"latencies": latencies, "statuses": statuses, "errors": errors,
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
 class RemoteLoad:
     """`stack_client.py load` in a container (the client copied to `client` there), started
     now from the controller; stop() ends it and returns its result."""
@@ -248,8 +425,12 @@ def main(argv):
         result = http("GET", argv[1], timeout=timeout)
     elif argv[0] == "post":
         result = http("POST", argv[1], argv[2].encode(), timeout)
+    elif argv[0] == "big":
+        result = big(argv[1], int(argv[2]), chunked=argv[3:] == ["chunked"], timeout=timeout)
     elif argv[0] == "load":
         result = load(json.loads(argv[1]))
+    elif argv[0] == "timed":
+        result = timed(json.loads(argv[1]))
     else:
         result = websocket(argv[1], timeout)
     print(json.dumps(result))

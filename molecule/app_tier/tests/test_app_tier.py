@@ -71,15 +71,26 @@ def test_https_with_caddys_own_ca_and_security_headers(host, client):
     assert redirect.stdout.startswith("308 https://localhost/")
 
 
-def test_backend_ready_through_caddy(client):
-    ready = client("get", "/health/ready")
+@pytest.mark.parametrize("replica", ["mmo-backend-1", "mmo-backend-2"])
+def test_backend_ready_on_the_internal_network(stack, replica):
+    """Readiness and metrics are for the internal network (monitoring): asked of each replica
+    from the other one, with no key."""
+    ready = stack.internal(replica, "get", "/health/ready")
     assert ready["status"] == 200, ready
     assert ready["json"]["redis"] == "ok"
     assert set(ready["json"]["tiers"]) == {"simple", "moderate", "complex"}
+    metrics = stack.internal(replica, "get", "/metrics")
+    assert metrics["status"] == 200 and "mmo_http_requests_total" in metrics["text"], metrics
 
 
-def test_backend_metrics_are_not_public(client):
-    assert client("get", "/metrics")["text"].lower().lstrip().startswith("<!doctype html")
+@pytest.mark.parametrize("path", ["/health/ready", "/health/anything", "/metrics", "/metrics/x"])
+def test_backend_internal_endpoints_are_not_served_by_caddy(client, path):
+    """Only /health is public: readiness (it names instances and errors) and metrics get
+    Caddy's plain 404, with the site key too (the client sends it), not the frontend's page."""
+    answer = client("get", path)
+    assert answer["status"] == 404, answer
+    assert "<html" not in answer["text"].lower() and "mmo_" not in answer["text"] and answer["json"] is None, answer
+    assert client("get", "/health")["json"] == {"status": "ok"}
 
 
 def test_query_answered_by_a_real_model_then_cached(client):
@@ -132,7 +143,7 @@ def test_queries_survive_one_backend_replica_down(host, client):
         host.run_expect([0], "docker start mmo-backend-1")
 
 
-def test_no_secret_in_any_container_environment(host, host_json):
+def test_no_secret_in_any_container_environment(host, host_json, api_key):
     password = host.file(REDIS_PASSWORD_FILE).content_string.strip()
     secret_key = [line.split(":", 1)[1].strip() for line in host.file(SEARXNG_SETTINGS).content_string.splitlines()
                   if line.strip().startswith("secret_key:")][0]
@@ -140,6 +151,7 @@ def test_no_secret_in_any_container_environment(host, host_json):
     for container in host_json("docker inspect " + " ".join(CONTAINERS)):
         assert password not in json.dumps(container["Config"]), container["Name"]
         assert secret_key not in json.dumps(container["Config"]), container["Name"]
+        assert api_key not in json.dumps(container["Config"]), container["Name"]
     settings = host.file(SEARXNG_SETTINGS)
     assert (settings.uid, settings.mode) == (10888, 0o400)  # searxng_uid: outside the host's system range
 

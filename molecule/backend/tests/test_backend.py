@@ -1,6 +1,8 @@
 """The backend role: reference image built offline, replicas, secrets, readiness gate, checks,
-a rotated secret applied after a failed run, a replica that drains its requests when replaced."""
+the site's API keys, a rotated secret applied after a failed run, a replica that drains its
+requests when replaced."""
 import json
+import shlex
 import threading
 import time
 
@@ -9,15 +11,55 @@ import pytest
 REPLICAS = ["mmo-backend-1", "mmo-backend-2"]
 PASSWORD = "molecule-backend-Redis-4d2e"
 API_KEY = "molecule-backend-llama-key-7c1f"
-PROBE = ("import json, sys, urllib.request; r = urllib.request.Request('http://127.0.0.1:8000' + sys.argv[1], "
-         "data=sys.argv[2].encode() if len(sys.argv) > 2 else None, headers={'Content-Type': 'application/json'}); "
+# backend_api_keys in molecule.yml; the calls read the key from the host's file, as a client
+# given it would.
+SITE_KEY = "molecule-backend-api-key-5b9e0c"
+SITE_KEYS_FILE = "/etc/multimodel/backend/api_keys"
+# A request from inside a replica (or a client container): the site key, when given, from the
+# MMO_TEST_KEY environment of the docker exec/run (never in a replica's configuration). Prints
+# the body, and fails unless the answer is a 2xx.
+PROBE = ("import json, os, sys, urllib.request; key = os.environ.get('MMO_TEST_KEY'); "
+         "r = urllib.request.Request('http://127.0.0.1:8000' + sys.argv[1], "
+         "data=sys.argv[2].encode() if len(sys.argv) > 2 else None, headers=dict({'Content-Type': 'application/json'}, "
+         "**({'Authorization': 'Bearer ' + key} if key else {}))); "
          "print(urllib.request.urlopen(r, timeout=60).read().decode())")
+# The same request, any status: prints {status, headers, body}.
+STATUS_PROBE = PROBE.replace("urllib.request;", "urllib.error, urllib.request;", 1).replace(
+    "print(urllib.request.urlopen(r, timeout=60).read().decode())", """
+try:
+    a = urllib.request.urlopen(r, timeout=60)
+except urllib.error.HTTPError as error:
+    a = error
+print(json.dumps({'status': a.getcode(), 'headers': dict(a.headers), 'body': a.read().decode()}))""")
+
+
+def site_key(host):
+    """The site key as the role wrote it on the host (first non-comment line)."""
+    lines = host.file(SITE_KEYS_FILE).content_string.splitlines()
+    return next(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+
+
+def exec_probe(host, replica, probe, path, body=None, key=None):
+    args = [path] + ([json.dumps(body)] if body is not None else [])
+    env = f"-e MMO_TEST_KEY={shlex.quote(key)} " if key else ""
+    return host.run(f"docker exec {env}{replica} python3 -c {shlex.quote(probe)} "
+                    + " ".join(shlex.quote(a) for a in args))
 
 
 def call(host, replica, path, body=None):
-    args = [path] + ([json.dumps(body)] if body is not None else [])
-    command = f"docker exec {replica} python3 -c \"{PROBE}\" " + " ".join(f"'{a}'" for a in args)
-    return json.loads(host.check_output(command))
+    """The JSON a 2xx answer of the replica has, the site key sent (the probes need none)."""
+    result = exec_probe(host, replica, PROBE, path, body, site_key(host))
+    assert result.rc == 0, f"{replica} {path}: {result.stderr[-2000:]}"
+    return json.loads(result.stdout)
+
+
+def status(host, replica, path, body=None, key=None):
+    """{status, headers (lower-cased names), body} of any answer of the replica."""
+    result = exec_probe(host, replica, STATUS_PROBE, path, body, key)
+    assert result.rc == 0, result.stderr[-2000:]
+    answer = json.loads(result.stdout)
+    answer["headers"] = {name.lower(): value for name, value in answer["headers"].items()}
+    return answer
 
 
 def state(host_json):
@@ -68,6 +110,40 @@ def test_secret_file_readable_by_the_app_user_only(host):
     assert (key_file.uid, key_file.gid, key_file.mode) == (10001, 10001, 0o400)
     assert key_file.content_string.strip() == API_KEY
     assert host.file("/etc/multimodel/backend").mode == 0o700
+
+
+def test_site_keys_file_readable_by_the_app_user_only(host, inspect):
+    keys = host.file(SITE_KEYS_FILE)
+    assert (keys.uid, keys.gid, keys.mode) == (10001, 10001, 0o400)
+    assert [line for line in keys.content_string.splitlines() if line.strip()] == [SITE_KEY]
+    for replica in inspect:
+        env = dict(item.split("=", 1) for item in replica["Config"]["Env"])
+        assert env["MMO_AUTH"] == "on" and env["MMO_API_KEYS_FILE"] == "/etc/mmo-backend/api_keys"
+        assert SITE_KEY not in json.dumps(replica["Config"])
+        # The mounted file is the host's (its digest is in the label: a new key recreates the replica).
+        assert host.check_output(f"docker exec {replica['Name'].lstrip('/')} cat /etc/mmo-backend/api_keys") \
+            == keys.content_string.strip()
+
+
+@pytest.mark.parametrize("key", [None, "not-the-site-key-0123456789"], ids=["no-key", "wrong-key"])
+def test_the_api_needs_the_site_key(host, key):
+    query = {"query": "who are you", "mode": "simple", "max_tokens": 2}
+    refused = status(host, "mmo-backend-1", "/api/query", query, key)
+    assert refused["status"] == 401 and refused["headers"]["www-authenticate"] == "Bearer", refused
+    assert "detail" in json.loads(refused["body"])
+    models = status(host, "mmo-backend-1", "/v1/models", key=key)
+    assert models["status"] == 401, models
+    assert json.loads(models["body"])["error"]["code"] == "invalid_api_key"
+    # The probes need none (the proxy routes only /health; the others are internal).
+    for path in ("/health", "/health/ready", "/metrics"):
+        assert status(host, "mmo-backend-1", path, key=key)["status"] == 200, path
+
+
+def test_the_site_key_opens_the_api(host):
+    key = site_key(host)
+    assert key == SITE_KEY
+    models = json.loads(status(host, "mmo-backend-2", "/v1/models", key=key)["body"])
+    assert {model["id"] for model in models["data"]} == {"simple", "moderate", "complex", "auto"}
 
 
 def test_ready_with_redis_and_every_tier(host):
@@ -165,9 +241,9 @@ def test_a_rotated_secret_is_applied_by_the_run_after_a_failed_one_and_replicas_
     old_id = before["mmo-backend-1"][0]
     body = json.dumps({"query": f"drain test {time.time()}", "mode": "simple", "max_tokens": 4})
     # The client runs in a container of its own on the internal network, as Caddy would.
-    client = (f"docker run -d --name mmo-drain-client --network mmo-internal mmo/python-test:3.11 "
-              f"python3 -c \"{PROBE.replace('127.0.0.1', 'mmo-backend-1').replace('timeout=60', 'timeout=300')}\" "
-              f"/api/query '{body}'")
+    probe = PROBE.replace('127.0.0.1', 'mmo-backend-1').replace('timeout=60', 'timeout=300')
+    client = (f"docker run -d --name mmo-drain-client --network mmo-internal -e MMO_TEST_KEY={site_key(host)} "
+              f"mmo/python-test:3.11 python3 -c {shlex.quote(probe)} /api/query {shlex.quote(body)}")
     host.run("docker rm -f mmo-drain-client")
     # Replica 1 is removed once replaced: keep its log.
     host.run(f"setsid nohup docker logs -f {old_id} > /tmp/mmo-drain-old.log 2>&1 < /dev/null &")
@@ -205,5 +281,5 @@ def test_a_rotated_secret_is_applied_by_the_run_after_a_failed_one_and_replicas_
         query = {"query": f"rotated {replica} {time.time()}", "mode": "simple", "max_tokens": 2}
         assert call(host, replica, "/api/query", query)["cached"] is False
     keys = host.check_output(f"docker exec -e REDISCLI_AUTH={PASSWORD} mmo-redis redis-cli -n 1 "
-                             "--scan --pattern 'mmo:answer:*'")
+                             "--scan --pattern 'mmo:v2:*'")  # the answer cache's versioned keys
     assert len(keys.split()) >= 2, keys

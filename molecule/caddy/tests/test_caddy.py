@@ -128,6 +128,52 @@ def test_security_headers_and_compression(host):
     assert "\nserver:" not in headers
 
 
+def fetch(host, path, *options):
+    """(status, lower-cased headers, body) of an HTTPS request to the site; `options` are
+    curl's (a method, a body)."""
+    command = f"{CURL} -i " + " ".join(options) + f" https://localhost{path}"
+    result = host.run(command)
+    head, dummy, body = result.stdout.partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    assert lines[0].startswith("HTTP/"), f"{command}: rc={result.rc} {result.stdout[-500:]} {result.stderr[-500:]}"
+    headers = dict((name.strip().lower(), value.strip()) for name, dummy, value in
+                   (line.partition(":") for line in lines[1:]))
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_v1_is_routed_to_the_upstreams(host):
+    """/v1/* (the OpenAI-compatible API) goes to the replicas: the upstream's own answer (a
+    404 from busybox here), passed on by the proxy (Via), not the frontend's page."""
+    status, headers, body = fetch(host, "/v1/models")
+    assert status == 404 and "caddy" in headers.get("via", "").lower(), (status, headers, body)
+    assert body != host.check_output(f"{CURL} https://localhost/")
+
+
+@pytest.mark.parametrize("path", ["/health/ready", "/health/anything", "/metrics", "/metrics/x"])
+def test_internal_paths_are_a_plain_404(host, path):
+    """Only /health is public: the backend's readiness and metrics get Caddy's own 404 (not
+    proxied: no Via), not the frontend's page."""
+    status, headers, body = fetch(host, path)
+    assert status == 404 and "via" not in headers and "<html" not in body.lower(), (status, headers, body)
+    health = fetch(host, "/health")
+    assert health[0] == 200 and health[2].strip() in ("upstream-1", "upstream-2"), health
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_over_the_limit_is_refused_by_caddy(host, chunked):
+    """caddy_request_body_max_size (64KB): a body over it is refused with a 413 by Caddy
+    itself (not proxied); one under it reaches the upstream."""
+    host.run_expect([0], "head -c 1048576 /dev/zero | tr '\\0' x > /tmp/body-1mb && "
+                         "head -c 65537 /tmp/body-1mb > /tmp/body-over && head -c 60000 /tmp/body-1mb > /tmp/body-under")
+    framing = "-H 'Transfer-Encoding: chunked'" if chunked else ""
+    for name in ("body-1mb", "body-over"):
+        status, headers, body = fetch(host, "/api/whoami", "-X POST", framing, f"--data-binary @/tmp/{name}")
+        assert status == 413 and "via" not in headers, (name, status, headers, body[:300])
+    status, headers, body = fetch(host, "/api/whoami", "-X POST", framing, "--data-binary @/tmp/body-under")
+    assert status != 413 and "caddy" in headers.get("via", "").lower(), (status, headers, body[:300])
+    assert host.check_output(f"{CURL} https://localhost/api/whoami") in ("upstream-1", "upstream-2")
+
+
 def test_metrics_on_the_internal_port_and_json_access_log(host):
     host.check_output(f"{CURL} https://localhost/api/whoami")
     metrics = host.check_output(f"docker exec {NAME} wget -qO- http://127.0.0.1:9180/metrics")
