@@ -30,6 +30,7 @@ from .limits import Busy, TooManyTokens
 from .llama import TierUnavailable, UpstreamError, UpstreamTimeout
 from .log import logger, setup_logging
 from .metrics import Metrics, RequestMetrics
+from .openai_api import router as openai_router
 from .schemas import QueryRequest, describe_errors
 from .service import Backend, ClientDisconnected, until_disconnected
 
@@ -179,6 +180,8 @@ def create_app(settings: Settings) -> FastAPI:
             return Response(status_code=CLIENT_CLOSED)
         except QUERY_ERRORS as exc:
             return query_error(exc)
+
+    app.include_router(openai_router)  # /v1/models, /v1/chat/completions
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
