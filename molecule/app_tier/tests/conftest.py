@@ -133,6 +133,19 @@ class Stack:
         return subprocess.run(["docker", "exec", self.name, "sh", "-c", command], check=True, capture_output=True,
                               text=True, timeout=60).stdout
 
+    def metric(self, name, **labels):
+        """The sum over the replicas of a metric's samples that have these labels (each
+        replica's /metrics, read inside it)."""
+        total = 0.0
+        wanted = [f'{key}="{value}"' for key, value in labels.items()]
+        for replica in BACKENDS:
+            text = self.host.check_output(f"docker exec {replica} python3 -c {shlex.quote(BACKEND_PROBE)} /metrics")
+            for line in text.splitlines():
+                sample, dummy, value = line.rpartition(" ")
+                if (sample == name or sample.startswith(name + "{")) and all(label in sample for label in wanted):
+                    total += float(value)
+        return total
+
     def replica_env(self, replica):
         inspect = json.loads(self.host.check_output(f"docker inspect {replica}"))[0]
         return dict(item.split("=", 1) for item in inspect["Config"]["Env"])

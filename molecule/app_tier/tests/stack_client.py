@@ -15,6 +15,7 @@ it for RemoteLoad (this client's load, run in the instance through docker exec) 
 
   stack_client.py get PATH
   stack_client.py post PATH JSON
+  stack_client.py request METHOD PATH [JSON]
   stack_client.py ws JSON            (one query over wss://localhost/ws)
   stack_client.py big PATH BYTES [chunked]
                                      (a JSON query of BYTES bytes, sent until the answer comes)
@@ -425,6 +426,8 @@ def main(argv):
         result = http("GET", argv[1], timeout=timeout)
     elif argv[0] == "post":
         result = http("POST", argv[1], argv[2].encode(), timeout)
+    elif argv[0] == "request":
+        result = http(argv[1], argv[2], argv[3].encode() if argv[3:] else None, timeout)
     elif argv[0] == "big":
         result = big(argv[1], int(argv[2]), chunked=argv[3:] == ["chunked"], timeout=timeout)
     elif argv[0] == "load":

@@ -191,6 +191,8 @@ def test_max_tokens_above_the_levels_bound_is_refused(gpt, stack):
 
 @pytest.mark.parametrize("key", [None, "not-the-site-key-0123456789"], ids=["no-key", "wrong-key"])
 def test_without_the_key_every_api_is_refused(gpt, stack, key):
+    reason = "invalid" if key else "missing"
+    refused_before = stack.metric("mmo_auth_failures_total", reason=reason)
     client = gpt(key=key or "unused")
     unset = {} if key else {"extra_headers": {"Authorization": openai.omit}}
     with pytest.raises(openai.AuthenticationError) as raised:
@@ -206,9 +208,23 @@ def test_without_the_key_every_api_is_refused(gpt, stack, key):
     assert "detail" in answer["json"], answer
     upgrade = stack.client("ws", json.dumps({"query": unique("Hello"), "max_tokens": 4}), env=env)
     assert upgrade["handshake"].startswith("HTTP/1.1 401"), upgrade
+    # Each refusal is counted, by reason.
+    assert stack.metric("mmo_auth_failures_total", reason=reason) >= refused_before + 4
     # The public health check needs no key.
     health = stack.client("get", "/health", env={"STACK_KEY_FILE": ""})
     assert health["status"] == 200 and health["json"] == {"status": "ok"}
+
+
+def test_metric_labels_come_from_a_fixed_set(stack):
+    """Any HTTP method token reaches the replicas through Caddy; the metrics label it "other",
+    never with the token itself (one series per token would grow without bound)."""
+    token = "PROBE" + uuid.uuid4().hex[:6].upper()
+    before = stack.metric("mmo_http_requests_total", method="other")
+    for dummy in range(2):  # round robin: both replicas
+        answer = stack.client("request", token, "/api/query")
+        assert answer is not None and answer["status"] in (400, 405, 501), answer
+    assert stack.metric("mmo_http_requests_total", method="other") >= before + 2
+    assert stack.metric("mmo_http_requests_total", method=token) == 0
 
 
 def cookie_of(answer):
