@@ -16,7 +16,9 @@ DISTROS=${MMO_DISTROS:-"bookworm trixie forky"}
 install_host_packages() {
   local missing=()
   local pkg
-  for pkg in docker.io debootstrap make python3-venv ca-certificates xz-utils busybox-static shellcheck git redis-server; do
+  # prometheus: its promtool checks and unit-tests the alert rules (tests/unit/monitoring).
+  for pkg in docker.io debootstrap make python3-venv ca-certificates xz-utils busybox-static shellcheck git redis-server \
+      prometheus; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
