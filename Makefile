@@ -128,6 +128,7 @@ bench: collection ## benchmark tables (bench/), on real services
 	bash bench/run-llama-benches.sh
 	bash bench/run-app-benches.sh
 	bash bench/run-fault-benches.sh
+	bash bench/run-api-benches.sh
 	bash bench/run-site-rerun.sh
 
 clean: ## remove build/ (tarball, installed collection, sanity copy, logs, timings)

@@ -21,6 +21,26 @@ import urllib.request
 import uuid
 
 CA = '/var/lib/multimodel/caddy/caddy/pki/authorities/local/root.crt'
+# What the roles wrote on the host: the site's API keys (one per line) and the model servers' key.
+SITE_KEYS = '/etc/multimodel/backend/api_keys'
+LLAMA_KEY_ENV = '/etc/llama-server/api-key.env'
+
+
+def first_key(path):
+    """The first key in a keys file (SITE_KEYS) or a KEY=VALUE file (LLAMA_KEY_ENV); None without one."""
+    try:
+        with open(path, encoding='utf-8') as handle:
+            for line in handle:
+                line = line.strip()
+                if line and not line.startswith('#'):
+                    return line.split('=', 1)[1] if '=' in line else line
+    except FileNotFoundError:
+        pass
+    return None
+
+
+def bearer(key):
+    return {'Authorization': f'Bearer {key}'} if key else {}
 
 
 def post(url, body, context=None, headers=None):
@@ -79,23 +99,24 @@ def main():
     args = parser.parse_args()
 
     context = ssl.create_default_context(cafile=CA)
+    site_auth, llama_auth = bearer(first_key(SITE_KEYS)), bearer(first_key(LLAMA_KEY_ENV))
     run_id = uuid.uuid4().hex[:8]
     prompt = 'Summarise the benefits of caching answers number {}'
 
     def direct(number):
         post(args.llama + '/v1/chat/completions',
              {'model': args.alias, 'max_tokens': args.max_tokens,
-              'messages': [{'role': 'user', 'content': prompt.format(f'{run_id}-d{number}')}]})
+              'messages': [{'role': 'user', 'content': prompt.format(f'{run_id}-d{number}')}]}, headers=llama_auth)
 
     def uncached(number):
         post(args.site + '/api/query', {'query': prompt.format(f'{run_id}-u{number}'), 'mode': 'simple',
-                                        'max_tokens': args.max_tokens}, context)
+                                        'max_tokens': args.max_tokens}, context, site_auth)
 
     cached_query = {'query': prompt.format(f'{run_id}-cached'), 'mode': 'simple', 'max_tokens': args.max_tokens}
-    post(args.site + '/api/query', cached_query, context)  # warm the cache entry
+    post(args.site + '/api/query', cached_query, context, site_auth)  # warm the cache entry
 
     def cached(number):
-        if not post(args.site + '/api/query', cached_query, context)['cached']:
+        if not post(args.site + '/api/query', cached_query, context, site_auth)['cached']:
             raise RuntimeError('expected a cached answer')
 
     rows = []
