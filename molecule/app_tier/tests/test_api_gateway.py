@@ -248,11 +248,15 @@ def test_the_browser_logs_in_and_its_websocket_is_accepted_from_the_site_only(st
     assert accepted["handshake"].startswith("HTTP/1.1 101"), accepted
     assert accepted["messages"][-1]["type"] == "done", accepted["messages"]
     assert stack.client("post", "/api/query", query, env=with_cookie)["status"] == 200
-    # Another site's page: refused before the upgrade, with the cookie or with the key.
+    assert stack.client("get", "/api/session", env=with_cookie)["status"] == 204
+    assert stack.client("get", "/api/session", env={"STACK_KEY_FILE": ""})["status"] == 401
+    # Another site's page: refused before the upgrade, with the cookie or with the key (counted).
+    refused_before = stack.metric("mmo_ws_refused_total")
     for env in (with_cookie, {}):
         refused = stack.client("ws", query, env=dict(env, STACK_ORIGIN=FOREIGN))
         assert refused["handshake"].startswith("HTTP/1.1 403"), refused
         assert refused["messages"] == []
+    assert stack.metric("mmo_ws_refused_total") >= refused_before + 2
     # A client that is no browser sends no Origin: accepted with the key.
     assert stack.client("ws", query, env={"STACK_ORIGIN": ""})["handshake"].startswith("HTTP/1.1 101")
 
