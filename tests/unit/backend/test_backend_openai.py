@@ -11,17 +11,10 @@ import openai
 import pytest
 
 from multimodel_backend.config import TierLimit
-from multimodel_backend.openai_api import router
 
 API_KEY = 'mmo-test-key-0123456789abcdef'
 HELLO = 'Hello from Q2_FAST_1.'  # the canned stream of the instance Q2_FAST_1
 
-
-def mounted(running):
-    """The running backend with the /v1 routes (api.py mounts them; included here if not yet)."""
-    if not any(getattr(route, 'path', None) == '/v1/chat/completions' for route in running.app.routes):
-        running.app.include_router(router)
-    return running
 
 
 def client_for(running, api_key=API_KEY):
@@ -37,8 +30,8 @@ def v1(servers, backend, tiers):
         synth = servers.llama('Q3_SYNTH_1')
         deep = servers.llama('Q4_DEEP_1')
 
-    V1.backend = mounted(backend(tiers([V1.fast1.url, V1.fast2.url], [V1.synth.url], [V1.deep.url]),
-                                 auth=True, api_keys=(API_KEY,)))
+    V1.backend = backend(tiers([V1.fast1.url, V1.fast2.url], [V1.synth.url], [V1.deep.url]),
+                                 auth=True, api_keys=(API_KEY,))
     V1.client = client_for(V1.backend)
     return V1
 
@@ -134,7 +127,7 @@ def test_bad_parameters_are_400_naming_them(v1, options, param):
 
 def test_max_tokens_bound_is_per_tier(servers, backend, tiers):
     fast = servers.llama('Q2_FAST_1')
-    running = mounted(backend(tiers([fast.url], [fast.url], [fast.url]), tier_limits={'simple': TierLimit(64, 8)}))
+    running = backend(tiers([fast.url], [fast.url], [fast.url]), tier_limits={'simple': TierLimit(64, 8)})
     client = client_for(running)
     with pytest.raises(openai.BadRequestError) as caught:
         ask(client, max_tokens=65)
@@ -150,7 +143,7 @@ def test_unknown_fields_are_ignored(v1):
 
 def test_failover_to_the_next_instance(servers, backend, tiers):
     ok = servers.llama('Q2_FAST_2')
-    running = mounted(backend(tiers([servers.refused(), ok.url], [ok.url], [ok.url])))
+    running = backend(tiers([servers.refused(), ok.url], [ok.url], [ok.url]))
     client = client_for(running)
     assert ask(client).choices[0].message.content == 'Q2_FAST_2 says: Hello from Q2_FAST_2.'
     assert ''.join(c.choices[0].delta.content or '' for c in ask(client, 'another', stream=True)) == \
@@ -177,7 +170,7 @@ def test_second_identical_call_is_a_cache_hit(v1, redis_db, wait_until):
 def test_upstream_failures_keep_openai_error_shape(servers, backend, tiers, stream):
     down = servers.llama('Q4_DEEP_1', state='error')
     slow = servers.llama('Q2_FAST_1', delay=3.0)
-    running = mounted(backend(tiers([slow.url], [slow.url], [servers.refused(), down.url]), request_timeout=1.0))
+    running = backend(tiers([slow.url], [slow.url], [servers.refused(), down.url]), request_timeout=1.0)
     client = client_for(running)
     with pytest.raises(openai.InternalServerError) as unavailable:
         ask(client, model='complex', stream=stream)
@@ -191,7 +184,7 @@ def test_upstream_failures_keep_openai_error_shape(servers, backend, tiers, stre
 def test_an_error_mid_stream_is_an_error_event(servers, backend, tiers, redis_db):
     breaking = servers.llama('Q2_FAST_1', stream_break=2)
     other = servers.llama('Q2_FAST_2')
-    running = mounted(backend(tiers([breaking.url, other.url], [other.url], [other.url])))
+    running = backend(tiers([breaking.url, other.url], [other.url], [other.url]))
     texts = []
     with pytest.raises(openai.APIError) as caught:
         for chunk in ask(client_for(running), stream=True):
@@ -204,8 +197,8 @@ def test_an_error_mid_stream_is_an_error_event(servers, backend, tiers, redis_db
 def test_a_busy_tier_is_429_with_retry_after(servers, backend, tiers, wait_until):
     slow = servers.llama('Q2_FAST_1', delay=3.0)
     other = servers.llama('Q3_SYNTH_1')
-    running = mounted(backend(tiers([slow.url], [other.url], [other.url]), queue_timeout=0.2,
-                              tier_limits={'simple': TierLimit(256, 1)}))
+    running = backend(tiers([slow.url], [other.url], [other.url]), queue_timeout=0.2,
+                              tier_limits={'simple': TierLimit(256, 1)})
     first = threading.Thread(target=lambda: httpx.post(
         running.url + '/v1/chat/completions', timeout=30,
         json={'model': 'simple', 'messages': [{'role': 'user', 'content': 'slow'}]}))

@@ -13,18 +13,11 @@ import pytest
 from websockets.sync.client import connect
 
 from multimodel_backend.config import TierLimit
-from multimodel_backend.openai_api import router
 
 GOOD_CHUNK = 'data: ' + json.dumps({'object': 'chat.completion.chunk',
                                     'choices': [{'index': 0, 'delta': {'content': 'Hel'}, 'finish_reason': None}]})
 LONG = [f'token{n} ' for n in range(400)]  # with token_delay 0.05: 20 s of tokens
 
-
-def mounted(running):
-    """The running backend with the /v1 routes (api.py mounts them; included here if not yet)."""
-    if not any(getattr(route, 'path', None) == '/v1/chat/completions' for route in running.app.routes):
-        running.app.include_router(router)
-    return running
 
 
 def ws_ask(ws, **message):
@@ -51,7 +44,7 @@ def test_a_malformed_stream_is_an_error_message_not_a_crash(servers, backend, ti
     broken = servers.llama('Q2_FAST_1', sse_raw=[GOOD_CHUNK + '\n\n', bad + '\n\n', 'data: [DONE]\n\n'])
     other = servers.llama('Q2_FAST_2')
     ok = servers.llama('Q3_SYNTH_1')
-    running = mounted(backend(tiers([broken.url, other.url], [ok.url], [broken.url])))
+    running = backend(tiers([broken.url, other.url], [ok.url], [broken.url]))
     with connect(running.ws_url) as ws:
         texts, error = ws_ask(ws, query='hi', mode='simple')
         assert texts == ['Hel'] and error['type'] == 'error'
@@ -103,8 +96,8 @@ def limited(servers, backend, tiers, **knobs):
     not freed would make the next query wait, then 429)."""
     slow = servers.llama('Q2_FAST_1', **knobs)
     quick = servers.llama('Q2_FAST_2')
-    running = mounted(backend(tiers([slow.url, quick.url], [quick.url], [quick.url]), request_timeout=60.0,
-                              cache_ttl=0, queue_timeout=1.0, tier_limits={'simple': TierLimit(1024, 1)}))
+    running = backend(tiers([slow.url, quick.url], [quick.url], [quick.url]), request_timeout=60.0,
+                              cache_ttl=0, queue_timeout=1.0, tier_limits={'simple': TierLimit(1024, 1)})
     return slow, running
 
 
