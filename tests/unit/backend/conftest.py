@@ -215,8 +215,10 @@ def backend(redis_db, tmp_path):
     started = []
 
     def start(instances, **overrides):
+        # redis_timeout: the production 50 ms is a cache miss on a loaded test host (2 cores,
+        # many processes); tests of the deadline and breaker set their own.
         options = dict(instances=instances, redis_url=redis_db.url, faiss_dir=str(tmp_path / 'faiss'),
-                       request_timeout=5.0)
+                       request_timeout=5.0, redis_timeout=2.0)
         options.update(overrides)
         started.append(RunningBackend(Settings(**options)))
         return started[-1]

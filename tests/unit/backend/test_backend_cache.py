@@ -164,7 +164,7 @@ def test_a_hung_redis_costs_one_deadline_then_is_skipped(redis_db, redis_switch)
         assert cache.breaker_open
 
         # Readiness is not behind the breaker: it says what Redis does now.
-        assert await cache.ping() == 'TimeoutError: no answer within 0.2 s'
+        assert await cache.ping() == 'TimeoutError: no answer within 2.0 s'
         await cache.aclose()
 
     run(scenario())
@@ -201,3 +201,37 @@ def test_ping_names_the_failure_without_the_password(redis_db, servers):
     wrong, refused = run(scenario())
     assert wrong.startswith('AuthenticationError') and refused.startswith('ConnectionError')
     assert 'wrong-password' not in wrong + refused and redis_db.password not in wrong + refused
+
+
+# --- through the backend ------------------------------------------------------------------
+
+def test_queries_with_redis_hung_are_answered_and_leave_redis_alone(servers, backend, tiers, redis_db, redis_switch):
+    """Before: each query waited for redis-py's 5 s timeouts, retried, on the read and again on
+    the write; the httpx client of the test gives up after 30 s."""
+    fast = servers.llama('Q2_FAST_1')
+    running = backend(tiers([fast.url], [fast.url], [fast.url]), redis_url=redis_switch.url(redis_db.password),
+                      redis_timeout=0.2, breaker_seconds=300)
+    redis_switch.mode = 'blackhole'
+    for number in range(5):
+        reply = running.query(f'question {number}', mode='simple')
+        assert reply.status_code == 200 and reply.json()['cached'] is False
+    assert redis_switch.connections == 1  # the first read; the breaker kept the rest off Redis
+    metrics = running.http.get('/metrics').text
+    assert 'mmo_cache_errors_total 1.0' in metrics and 'mmo_cache_skipped_total 9.0' in metrics
+    assert len(fast.chats()) == 5
+
+
+def test_a_malformed_entry_through_the_backend_is_a_miss_not_a_500(stack, redis_db, wait_until):
+    """Before: an entry that was JSON but not an object (or lacked the answer) made the query fail."""
+    assert stack.backend.query('cached question', mode='simple').status_code == 200
+    wait_until(lambda: redis_db.client.keys('mmo:*'), what='the background cache write')
+    for junk in ('[1, 2]', '{"no": "answer"}', 'not json'):
+        for key in redis_db.client.keys('mmo:*'):
+            redis_db.client.set(key, junk)
+        reply = stack.backend.query('cached question', mode='simple')
+        assert reply.status_code == 200, junk
+        assert reply.json()['cached'] is False and 'says: Hello from Q2_FAST_' in reply.json()['answer']
+        # The fresh answer replaces the junk (in the background): wait, so it cannot land on the next junk.
+        wait_until(lambda: all(redis_db.client.get(k) != junk for k in redis_db.client.keys('mmo:*')),
+                   what='the fresh answer cached')
+    assert 'mmo_cache_malformed_total 2.0' in stack.backend.http.get('/metrics').text  # the list and 'not json'

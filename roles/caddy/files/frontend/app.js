@@ -1,6 +1,9 @@
 // Terminal client of the multimodel backend: POST /api/query, or streaming over WebSocket /ws.
 // Plain browser JavaScript, no build step. Every text from the server goes in via
 // textContent, never innerHTML, so an answer cannot inject markup.
+// API keys: when GET /api/session answers 401 the page shows its login form, sends the key
+// once to POST /api/login (Authorization: Bearer) and from then on relies on the cookie the
+// backend sets (HttpOnly: this script never sees it again; same-site: sent to /api and /ws).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -18,6 +21,46 @@ function line(text, cls) {
   log.appendChild(p);
   log.scrollTop = log.scrollHeight;
   return p;
+}
+
+class KeyNeeded extends Error {}
+
+// The login form instead of the prompt (show) or the other way round.
+function askForKey(show, why) {
+  $("login").hidden = !show;
+  $("prompt").hidden = show;
+  $("status").textContent = show ? "key needed" : "ready";
+  if (why) line(why, show ? "error" : "meta");
+  (show ? $("key") : input).focus();
+}
+
+async function checkSession() {
+  try {
+    const response = await fetch("/api/session", { credentials: "same-origin" });
+    askForKey(response.status === 401, response.status === 401 ? "this site needs an API key: enter it below" : "");
+  } catch (err) {
+    line(`error: cannot reach the backend: ${err.message}`, "error");
+    $("status").textContent = "ready";
+  }
+}
+
+async function logIn(key) {
+  const response = await fetch("/api/login", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { Authorization: `Bearer ${key}` },
+  });
+  if (response.status === 204) {
+    askForKey(false, "logged in");
+  } else {
+    askForKey(true, response.status === 401 ? "error: that key was refused" : `error: HTTP ${response.status}`);
+  }
+}
+
+async function logOut() {
+  if (socket) socket.close();
+  await fetch("/api/logout", { method: "POST", credentials: "same-origin" });
+  await checkSession();
 }
 
 function setBusy(busy, status) {
@@ -48,9 +91,11 @@ function request() {
 async function viaHttp(body) {
   const response = await fetch("/api/query", {
     method: "POST",
+    credentials: "same-origin",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify(body),
   });
+  if (response.status === 401) throw new KeyNeeded("the API key is missing or no longer valid: log in again");
   let reply;
   try {
     reply = await response.json();
@@ -72,8 +117,15 @@ function openSocket(retry = true) {
     ws.onerror = () => {
       if (opened) return;
       // A Caddy reload can close the odd connection before its upgrade: open it once more.
-      if (retry) setTimeout(() => openSocket(false).then(resolve, reject), 250);
-      else reject(new Error("cannot open the WebSocket /ws"));
+      if (retry) {
+        setTimeout(() => openSocket(false).then(resolve, reject), 250);
+        return;
+      }
+      // The browser does not say why an upgrade failed: a missing key is one reason.
+      fetch("/api/session", { credentials: "same-origin" }).then(
+        (r) => reject(r.status === 401 ? new KeyNeeded("the API key is missing or no longer valid: log in again")
+          : new Error("cannot open the WebSocket /ws")),
+        () => reject(new Error("cannot open the WebSocket /ws")));
     };
     ws.onclose = () => {
       if (socket === ws) socket = null;
@@ -106,11 +158,13 @@ async function viaWebSocket(body) {
   });
 }
 
-function command(text) {
+async function command(text) {
   if (text === "/clear") {
     log.replaceChildren();
+  } else if (text === "/logout") {
+    await logOut();
   } else {
-    line("/clear  empty the screen   ↑/↓  previous queries   Enter  send", "meta");
+    line("/clear  empty the screen   /logout  forget the API key   ↑/↓  previous queries   Enter  send", "meta");
     line("mode: auto picks the tier from the question; retrieval adds passages from the FAISS indexes;", "meta");
     line("stream: tokens arrive as they are generated (WebSocket /ws), else one POST /api/query", "meta");
   }
@@ -125,17 +179,27 @@ $("prompt").addEventListener("submit", async (event) => {
   input.value = "";
   line(`> ${body.query}`, "echo");
   if (body.query.startsWith("/")) {
-    command(body.query);
+    await command(body.query);
     return;
   }
   setBusy(true, "thinking…");
+  let keyNeeded = false;
   try {
     await ($("stream").checked ? viaWebSocket(body) : viaHttp(body));
   } catch (err) {
     line(`error: ${err.message}`, "error");
+    keyNeeded = err instanceof KeyNeeded;
   } finally {
     setBusy(false, "ready");
   }
+  if (keyNeeded) askForKey(true);
+});
+
+$("login").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const key = $("key").value.trim();
+  $("key").value = ""; // the cookie carries it from now on
+  if (key) await logIn(key);
 });
 
 input.addEventListener("keydown", (event) => {
@@ -144,3 +208,5 @@ input.addEventListener("keydown", (event) => {
   historyAt = Math.max(0, Math.min(past.length, historyAt + (event.key === "ArrowUp" ? -1 : 1)));
   input.value = past[historyAt] || "";
 });
+
+checkSession();

@@ -26,6 +26,9 @@ from .log import logger, redact
 from .metrics import Metrics
 
 KEY_PREFIX = "mmo:v2:"
+# Readiness probes are not on a query's path: a busy host should not make the replica look
+# down because one PING took longer than a cache read may.
+PING_TIMEOUT = 2.0
 MAX_PENDING_WRITES = 64  # background writes in flight at most; more are dropped (counted as skipped)
 # What a failed Redis call raises: redis-py's errors, socket errors, and our deadline.
 FAILURES = (RedisError, OSError, TimeoutError)
@@ -42,12 +45,16 @@ class AnswerCache:
         # No retries (redis-py retries connection errors by default, with backoff), socket
         # timeouts as short as the deadline, raw bytes (a value that is not UTF-8 is a
         # malformed entry, not a parser error).
-        self.redis = aioredis.Redis.from_url(settings.redis_url, retry=Retry(NoBackoff(), 0),
-                                             socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
-                                             health_check_interval=0)
+        self.redis = self._client(settings.redis_url, self.timeout)
+        self._probe = self._client(settings.redis_url, max(PING_TIMEOUT, self.timeout))  # readiness only
         self._open_until: float | None = None  # breaker: skip Redis until then (None: closed)
         self._probing = False  # half open: one call is finding out whether Redis is back
         self._pending: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def _client(url: str, timeout: float) -> aioredis.Redis:
+        return aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), socket_timeout=timeout,
+                                       socket_connect_timeout=timeout, health_check_interval=0)
 
     @staticmethod
     def key(kind: str, material: list[Any]) -> str:
@@ -81,9 +88,9 @@ class AnswerCache:
                            self._describe(exc))
         self._open_until, self._probing = self.clock() + self.breaker_seconds, False
 
-    def _describe(self, exc: BaseException) -> str:
+    def _describe(self, exc: BaseException, timeout: float | None = None) -> str:
         if isinstance(exc, TimeoutError) and not str(exc):
-            return f"TimeoutError: no answer within {self.timeout} s"
+            return f"TimeoutError: no answer within {timeout or self.timeout} s"
         return redact(f"{type(exc).__name__}: {exc}", self._secrets)
 
     async def get(self, key: str) -> dict[str, Any] | None:
@@ -145,15 +152,17 @@ class AnswerCache:
             await asyncio.wait(set(self._pending))
 
     async def ping(self) -> str:
-        """'ok' when Redis answers PING within the deadline, else why not (for /health/ready;
-        the breaker does not apply: readiness reports what Redis does now)."""
+        """'ok' when Redis answers PING within max(PING_TIMEOUT, redis_timeout), else why not
+        (for /health/ready; the breaker does not apply: readiness reports what Redis does now)."""
+        timeout = max(PING_TIMEOUT, self.timeout)
         try:
-            async with asyncio.timeout(self.timeout):
-                await self.redis.ping()
+            async with asyncio.timeout(timeout):
+                await self._probe.ping()
         except FAILURES as exc:
-            return self._describe(exc)
+            return self._describe(exc, timeout)
         return "ok"
 
     async def aclose(self) -> None:
         await self.flush()
         await self.redis.aclose()
+        await self._probe.aclose()
