@@ -286,10 +286,11 @@ def _faiss_message(error):
     return lines[-1] if lines else type(error).__name__
 
 
-def check_index(index_path, meta_path, full=False, search=False):
+def check_index(index_path, meta_path, full=False, search=False, entries=None):
     """{ntotal, dimension, metadata_entries, checked_with, search}; raises InconsistentIndex when
     the index cannot be read or its metadata does not hold one entry per vector.
-    With faiss: loaded memory-mapped when possible (full=True: read whole, and searched when search)."""
+    With faiss: loaded memory-mapped when possible (full=True: read whole, and searched when search).
+    entries: the metadata's entry count when the caller already has it (a 1-tuple)."""
     faiss = _faiss()
     info = {'checked_with': 'header', 'search': False}
     if faiss is None:
@@ -319,7 +320,10 @@ def check_index(index_path, meta_path, full=False, search=False):
                 raise InconsistentIndex('a search in %s fails: %s' % (index_path, _faiss_message(error))) from error
             if not info['search']:
                 raise InconsistentIndex('a search in %s returns ids outside 0..%d' % (index_path, index.ntotal - 1))
-    info['metadata_entries'] = metadata_entries(meta_path) if meta_path else None
+    if entries is not None:
+        info['metadata_entries'] = entries[0]
+    else:
+        info['metadata_entries'] = metadata_entries(meta_path) if meta_path else None
     if info['metadata_entries'] is not None and info['metadata_entries'] != info['ntotal']:
         raise InconsistentIndex('%s holds %d vectors but its metadata %s holds %d entries'
                                 % (index_path, info['ntotal'], meta_path, info['metadata_entries']))
@@ -386,14 +390,59 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
-def _copy_file(src, dst, expect=None, mode=None):
-    """Copy src to the new file dst, fsynced, hashing the source in a second thread meanwhile.
-    Returns (sha256, key of src); sha256 None when src is not the file expected or changed."""
+class _Syncer:
+    """fsync(2) and close copied files in a background thread, so that the disk writes back one
+    file while the next one is copied and hashed. finish() waits for all and raises the first
+    error (a full disk can show only at fsync)."""
+
+    def __init__(self):
+        self._queue = []
+        self._errors = []
+        self._condition = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            with self._condition:
+                while not self._queue and not self._closing:
+                    self._condition.wait()
+                if not self._queue:
+                    return
+                fd = self._queue.pop(0)
+            try:
+                if not self._errors:
+                    os.fsync(fd)
+            except OSError as error:
+                self._errors.append(error)
+            finally:
+                os.close(fd)
+
+    def add(self, fd):
+        with self._condition:
+            self._queue.append(fd)
+            self._condition.notify()
+
+    def finish(self):
+        with self._condition:
+            self._closing = True
+            self._condition.notify()
+        self._thread.join()
+        if self._errors:
+            raise self._errors[0]
+
+
+def _copy_file(src, dst, expect=None, mode=None, syncer=None):
+    """Copy src to the new file dst, hashing the source in a second thread meanwhile; dst is
+    fsynced now, or by the syncer when one is given.
+    Returns (sha256, key of src, stat of src); sha256 None when src is not the file expected or changed."""
     fd_in = os.open(src, os.O_RDONLY)
     try:
-        before = _key(os.fstat(fd_in))
+        st = os.fstat(fd_in)
+        before = _key(st)
         if expect is not None and before != expect:
-            return None, before
+            return None, before, st
         fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             digest, failures = hashlib.sha256(), []
@@ -417,15 +466,21 @@ def _copy_file(src, dst, expect=None, mode=None):
             if failures:
                 raise failures[0]
             os.fchmod(fd_out, stat.S_IMODE(mode) if mode is not None else 0o644)
-            os.fsync(fd_out)
-        finally:
+            if syncer is None:
+                os.fsync(fd_out)
+        except BaseException:
             os.close(fd_out)
+            raise
+        if syncer is None:
+            os.close(fd_out)
+        else:
+            syncer.add(fd_out)
         after = _key(os.fstat(fd_in))
     finally:
         os.close(fd_in)
     if after != before:
-        return None, after
-    return digest.hexdigest(), before
+        return None, after, st
+    return digest.hexdigest(), before, st
 
 
 # ---------------------------------------------------------------- snapshots
@@ -510,11 +565,51 @@ def _remove_stale(root):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
-def _copy_group(source, data, group, scan, attempts, verify, recopied):
+def _count_in_background(path):
+    """Start counting a metadata file's entries in a thread (the JSON parse overlaps the copy of
+    its index); returns a function that waits and gives the count (or raises the error)."""
+    outcome = []
+
+    def count():
+        try:
+            outcome.append((metadata_entries(path),))
+        except InconsistentIndex as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=count)
+    thread.start()
+
+    def result():
+        thread.join()
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
+
+    return result
+
+
+def _previous_info(previous, name, index, meta, items, verify):
+    """The previous snapshot's info of this index when the files named in items are byte for
+    byte the same there (same sha256) and it was checked at least as thoroughly: the work of
+    loading and counting them need not be done again."""
+    if not previous or (verify and not previous.get('verified')):
+        return None
+    info = previous.get('indexes', {}).get(name)
+    if not info or info.get('index') != index or info.get('metadata') != meta:
+        return None
+    for rel, item in items.items():
+        if previous.get('files', {}).get(rel, {}).get('sha256') != item['sha256']:
+            return None
+    return dict(info)
+
+
+def _copy_group(source, data, group, scan, attempts, verify, recopied, previous=None, syncer=None):
     """Copy the files of one group until none changed during the copy (and, verified, the index
     agrees with its metadata). Returns ({relpath: manifest item}, (name, index info) or None);
     ({}, None) when the whole group was deleted meanwhile."""
     problem = None
+    pairs = index_pairs(group)
+    name, index, meta = pairs[0] if pairs else (None, None, None)
     for attempt in range(attempts):
         if attempt:
             for rel in group:
@@ -530,33 +625,41 @@ def _copy_group(source, data, group, scan, attempts, verify, recopied):
             return {}, None
         if len(before) < len(group):
             continue
-        items = {}
+        items, counted = {}, None
         for rel in group:
             dst = os.path.join(data, rel)
             if os.path.lexists(dst):
                 os.unlink(dst)
             try:
-                digest, key = _copy_file(os.path.join(source, rel), dst, before[rel], scan[rel][1].st_mode)
+                digest, key, st = _copy_file(os.path.join(source, rel), dst, before[rel], scan[rel][1].st_mode, syncer)
             except FileNotFoundError:
                 digest = None
             if digest is None:
                 break
-            items[rel] = {'type': 'file', 'size': key['size'], 'sha256': digest,
-                          'mode': stat.S_IMODE(scan[rel][1].st_mode), 'stat': key}
+            items[rel] = {'type': 'file', 'size': key['size'], 'sha256': digest, 'mode': stat.S_IMODE(st.st_mode),
+                          'uid': st.st_uid, 'gid': st.st_gid, 'stat': key}
+            if rel == meta and verify:
+                known = _previous_info(previous, name, index, meta, {meta: items[meta]}, verify)
+                counted = (lambda entries=known['metadata_entries']: (entries,)) if known else _count_in_background(dst)
         else:
             try:
                 after = {rel: _key(os.stat(os.path.join(source, rel))) for rel in group}
             except FileNotFoundError:
                 after = None
             if after != before:
+                if counted:
+                    with contextlib.suppress(InconsistentIndex):
+                        counted()
                 continue
-            pairs = index_pairs(group)
             if not pairs:
                 return items, None
-            name, index, meta = pairs[0]
+            info = _previous_info(previous, name, index, meta, items, verify)
+            if info is not None:
+                return items, (name, info)
             try:
                 if verify:
-                    info = check_index(os.path.join(data, index), meta and os.path.join(data, meta))
+                    info = check_index(os.path.join(data, index), meta and os.path.join(data, meta),
+                                       entries=counted() if counted else None)
                 else:
                     info = {'checked_with': 'header', 'search': False, 'metadata_entries': None}
                     info['ntotal'], info['dimension'] = read_header(os.path.join(data, index))
@@ -567,10 +670,13 @@ def _copy_group(source, data, group, scan, attempts, verify, recopied):
             info.update(index=index, metadata=meta)
             del info['search']
             return items, (name, info)
+        if counted:
+            with contextlib.suppress(InconsistentIndex):
+                counted()
     raise problem
 
 
-def _write_snapshot(source, root, name, scan, verify, attempts, now_ns):
+def _write_snapshot(source, root, name, scan, verify, attempts, now_ns, previous=None):
     tmp = os.path.join(root, TMP_PREFIX + name)
     data = os.path.join(tmp, DATA)
     os.makedirs(data)
@@ -579,18 +685,27 @@ def _write_snapshot(source, root, name, scan, verify, attempts, now_ns):
         if kind == 'dir':
             os.makedirs(os.path.join(data, rel), exist_ok=True)
             os.chmod(os.path.join(data, rel), stat.S_IMODE(value.st_mode))
-            files[rel] = {'type': 'dir', 'mode': stat.S_IMODE(value.st_mode)}
+            files[rel] = {'type': 'dir', 'mode': stat.S_IMODE(value.st_mode), 'uid': value.st_uid, 'gid': value.st_gid}
         elif kind == 'symlink':
             os.symlink(value, os.path.join(data, rel))
             files[rel] = {'type': 'symlink', 'target': value}
-    for group in _groups([rel for rel, (kind, dummy) in scan.items() if kind == 'file']):
-        items, index = _copy_group(source, data, group, scan, attempts, verify, recopied)
-        files.update(items)
-        if index:
-            indexes[index[0]] = index[1]
+    syncer = _Syncer()
+    try:
+        for group in _groups([rel for rel, (kind, dummy) in scan.items() if kind == 'file']):
+            items, index = _copy_group(source, data, group, scan, attempts, verify, recopied, previous, syncer)
+            files.update(items)
+            if index:
+                indexes[index[0]] = index[1]
+    except BaseException:
+        with contextlib.suppress(OSError):
+            syncer.finish()
+        raise
+    syncer.finish()
+    top = os.stat(source)
     manifest = {'format': FORMAT, 'name': name, 'created': _iso(now_ns), 'created_ns': now_ns,
                 'source': os.path.abspath(source), 'files': dict(sorted(files.items())),
-                'indexes': indexes, 'recopied': recopied,
+                'top': {'mode': stat.S_IMODE(top.st_mode), 'uid': top.st_uid, 'gid': top.st_gid},
+                'indexes': indexes, 'recopied': recopied, 'verified': bool(verify),
                 'total_bytes': sum(item['size'] for item in files.values() if item['type'] == 'file')}
     for rel in sorted((rel for rel, item in files.items() if item['type'] == 'dir'), reverse=True):
         _fsync_dir(os.path.join(data, rel))
@@ -672,7 +787,8 @@ def snapshot(source, root, retain_count=7, retain_days=0, verify=True, check=Fal
                               % (source, root, total, free))
             name = _new_name(root, now_ns)
             try:
-                manifest = _write_snapshot(source, root, name, scan, verify, max_attempts, now_ns)
+                manifest = _write_snapshot(source, root, name, scan, verify, max_attempts, now_ns,
+                                           newest and newest['manifest'])
             except BaseException as error:
                 shutil.rmtree(os.path.join(root, TMP_PREFIX + name), ignore_errors=True)
                 if _no_space(error):
@@ -841,6 +957,12 @@ def _place_order(rels):
     return sorted(rels, key=lambda rel: (rel in indexes, rel in metas, rel))
 
 
+def _own(path, item):
+    """Give a restored entry the owner it had (when running as root, which can)."""
+    if os.geteuid() == 0 and 'uid' in item:
+        os.lchown(path, item['uid'], item['gid'])
+
+
 def _stage(entry, staging, rels):
     """Copy the given entries of a snapshot into staging (dirs made as needed), fsynced."""
     data = os.path.join(entry['path'], DATA)
@@ -855,9 +977,10 @@ def _stage(entry, staging, rels):
         elif item['type'] == 'symlink':
             os.symlink(item['target'], dst)
         else:
-            digest, dummy = _copy_file(os.path.join(data, rel), dst, mode=item['mode'])
+            digest, dummy, dummy2 = _copy_file(os.path.join(data, rel), dst, mode=item['mode'])
             if digest != item['sha256']:
                 raise CorruptSnapshot(os.path.join(data, rel), '%s changed while it was restored' % os.path.join(data, rel))
+        _own(dst, item)
     for directory, dummy, dummy2 in os.walk(staging):
         _fsync_dir(directory)
 
@@ -886,6 +1009,7 @@ def _swap_contents(entry, target, plan):
                 os.unlink(path)
             os.makedirs(path, exist_ok=True)
             os.chmod(path, files[rel]['mode'])
+            _own(path, files[rel])
         for rel in _place_order([rel for rel in plan['added'] + plan['replaced'] if files[rel]['type'] != 'dir']):
             path = os.path.join(target, rel)
             if os.path.isdir(path) and not os.path.islink(path):
@@ -924,10 +1048,14 @@ def _swap_directory(entry, target):
     try:
         _stage(entry, staging, list(entry['manifest']['files']))
         if os.path.isdir(target):
-            os.chmod(staging, stat.S_IMODE(os.stat(target).st_mode))
+            st = os.stat(target)
+            os.chmod(staging, stat.S_IMODE(st.st_mode))
+            _own(staging, {'uid': st.st_uid, 'gid': st.st_gid})
             _renameat2_exchange(staging, target)
         else:
-            os.chmod(staging, 0o755)
+            top = entry['manifest'].get('top', {'mode': 0o755})
+            os.chmod(staging, top['mode'])
+            _own(staging, top)
             os.rename(staging, target)
         _fsync_dir(parent)
     finally:
@@ -967,7 +1095,11 @@ def restore(root, target, name=None, check=False, swap='contents'):
                 if swap == 'exchange':
                     _swap_directory(entry, target)
                 else:
-                    os.makedirs(target, exist_ok=True)
+                    if not os.path.isdir(target):
+                        top = entry['manifest'].get('top', {'mode': 0o755})
+                        os.makedirs(target, mode=top['mode'])
+                        os.chmod(target, top['mode'])
+                        _own(target, top)
                     _swap_contents(entry, target, plan)
             except OSError as error:
                 if _no_space(error):
@@ -1043,12 +1175,12 @@ def main(argv=None):
         else:
             result = {'pruned': prune(args.root, args.keep, args.max_age_days, args.check)}
     except SnapshotError as error:
-        print(json.dumps({'failed': True, 'msg': str(error), 'error': type(error).__name__,
-                          'path': getattr(error, 'path', None)}))
+        sys.stdout.write(json.dumps({'failed': True, 'msg': str(error), 'error': type(error).__name__,
+                                     'path': getattr(error, 'path', None)}) + '\n')
         return 1
-    print(json.dumps(result, sort_keys=True))
+    sys.stdout.write(json.dumps(result, sort_keys=True) + '\n')
     return 1 if result.get('ok') is False else 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())

@@ -71,7 +71,7 @@ options:
     description:
       - V(present) takes a snapshot unless nothing changed since the newest good one, then applies the retention.
       - V(restored) restores O(snapshot) (default the newest good snapshot) into O(path).
-      - V(bad) marks O(snapshot) bad (a C(BAD) file in it): it stays for inspection but is never the newest good one.
+      - V(bad) marks O(snapshot) bad (a C(BAD) file in it); it stays for inspection but is never the newest good one.
     type: str
     choices: [present, restored, bad]
     default: present
@@ -117,7 +117,7 @@ options:
         its index, the order the backend writes them in). A process that holds the directory open (a running container)
         sees the restored files.
       - V(exchange) stages the whole snapshot next to O(path) and swaps the two directories in one
-        C(renameat2(RENAME_EXCHANGE)): the path shows the old tree or the new one, nothing between. A process that holds
+        C(renameat2(RENAME_EXCHANGE)), so the path shows the old tree or the new one, nothing between. A process that holds
         the old directory (a running container's volume mount) keeps seeing the old one, so use it only when nothing
         uses the directory; refused when O(path) is a mount point.
     type: str

@@ -95,7 +95,9 @@ def test_snapshot_writes_whole_checksummed_snapshot(source, root):
         assert sha256(os.path.join(data, rel)) == sha256(os.path.join(source, rel)) == item['sha256']
         assert item['size'] == os.path.getsize(os.path.join(source, rel))
         assert item['stat']['ino'] == os.stat(os.path.join(source, rel)).st_ino
-    assert manifest['files']['notes'] == {'type': 'dir', 'mode': stat.S_IMODE(os.stat(os.path.join(source, 'notes')).st_mode)}
+    notes = os.stat(os.path.join(source, 'notes'))
+    assert manifest['files']['notes'] == {'type': 'dir', 'mode': stat.S_IMODE(notes.st_mode),
+                                          'uid': notes.st_uid, 'gid': notes.st_gid}
     assert manifest['indexes']['docs'] == {'index': 'docs.faiss', 'metadata': 'docs.meta.json', 'ntotal': 200,
                                            'dimension': 16, 'metadata_entries': 200, 'checked_with': 'faiss'}
     assert manifest['indexes']['faq']['dimension'] == 8
@@ -224,8 +226,27 @@ def test_snapshots_under_a_busy_writer_never_mix_generations(source, root):
         data = os.path.join(root, name, 'data')
         meta = json.load(open(os.path.join(data, 'docs.meta.json')))
         (generation,) = {entry['generation'] for entry in meta}
-        assert faiss.read_index(os.path.join(data, 'docs.faiss')).ntotal == len(meta) == 100 + generation % 50
+        expected = 200 if generation is None else 100 + generation % 50  # None: the fixture's docs
+        assert faiss.read_index(os.path.join(data, 'docs.faiss')).ntotal == len(meta) == expected
     assert all(fs.verify(root, name)['ok'] for name in taken)
+
+
+def test_an_index_unchanged_since_the_last_snapshot_is_not_loaded_again(source, root, monkeypatch):
+    first = fs.snapshot(source, root)
+    os.utime(os.path.join(source, 'docs.faiss'))  # a new mtime, the same bytes
+    write_index(source, 'faq', 31, dim=8, seed=9)
+    checked = []
+    real_check = fs.check_index
+
+    def spy(index_path, *args, **kwargs):
+        checked.append(os.path.basename(index_path))
+        return real_check(index_path, *args, **kwargs)
+
+    monkeypatch.setattr(fs, 'check_index', spy)
+    second = fs.snapshot(source, root)
+    assert second['created'] and checked == ['faq.faiss']
+    assert second['indexes']['docs'] == first['indexes']['docs']
+    assert second['indexes']['faq']['ntotal'] == 31
 
 
 def test_index_that_disagrees_with_its_metadata_fails_and_leaves_nothing(source, root):
@@ -248,10 +269,11 @@ def test_root_inside_the_source_is_refused(source):
         fs.snapshot(source, os.path.join(source, 'backups'))
 
 
-@pytest.mark.parametrize('where', ['data', 'manifest'])
+@pytest.mark.parametrize('where', ['data', 'fsync', 'manifest'])
 def test_full_disk_leaves_no_partial_snapshot(source, root, monkeypatch, where):
-    """The filesystem fills up half-way (the copy of the third file, or the manifest, fails with
-    ENOSPC after writing part of it): the error says so and the root holds only what it held."""
+    """The filesystem fills up half-way (the copy of the third file, the write-back of a copied
+    file, or the manifest fails with ENOSPC after part of it was written): the error says so and
+    the root holds only what it held."""
     kept = fs.snapshot(source, root)['created']
     write_index(source, 'docs', 300, seed=5)
     if where == 'data':
@@ -265,6 +287,15 @@ def test_full_disk_leaves_no_partial_snapshot(source, root, monkeypatch, where):
             return real_copy(fd_in, fd_out, size)
 
         monkeypatch.setattr(fs, '_copy_data', copy_until_full)
+    elif where == 'fsync':
+        real_fsync = os.fsync
+
+        def fsync_until_full(fd):
+            if os.readlink('/proc/self/fd/%d' % fd).endswith('faq.faiss'):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_fsync(fd)
+
+        monkeypatch.setattr(fs.os, 'fsync', fsync_until_full)
     else:
         real_write = fs._write_file
 
@@ -406,6 +437,27 @@ def test_restore_swaps_the_contents_in_place(source, root, tmp_path):
     assert fs.inspect_indexes(live)['faq']['ntotal'] == 30
     again = fs.restore(root, live)
     assert not again['changed'] and not again['added'] + again['replaced'] + again['removed']
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='giving files away needs root')
+@pytest.mark.parametrize('swap', ['contents', 'exchange'])
+def test_restore_gives_back_owners_and_modes(source, root, tmp_path, swap):
+    """The backend runs as a non-root user: restored files must be its own again."""
+    os.chown(source, 4321, 4321)
+    os.chmod(source, 0o750)
+    os.chown(os.path.join(source, 'docs.faiss'), 4321, 4322)
+    os.chmod(os.path.join(source, 'docs.faiss'), 0o640)
+    os.chown(os.path.join(source, 'notes'), 4323, 4323)
+    fs.snapshot(source, root)
+    live = str(tmp_path / 'live')
+    if swap == 'exchange':
+        os.mkdir(live)
+        os.chown(live, 4321, 4321)
+    fs.restore(root, live, swap=swap)
+    owners = {rel: (os.stat(os.path.join(live, rel)).st_uid, os.stat(os.path.join(live, rel)).st_gid,
+                    stat.S_IMODE(os.stat(os.path.join(live, rel)).st_mode)) for rel in ('', 'docs.faiss', 'notes')}
+    assert owners == {'': (4321, 4321, 0o750 if swap == 'contents' else 0o755), 'docs.faiss': (4321, 4322, 0o640),
+                      'notes': (4323, 4323, 0o755)}
 
 
 def test_restore_exchanges_the_directory(source, root, tmp_path):
