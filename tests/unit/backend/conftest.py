@@ -103,7 +103,7 @@ class RedisSwitch:
     def _accept(self):
         while True:
             try:
-                conn, _ = self.listener.accept()
+                conn, _address = self.listener.accept()
             except OSError:  # closed
                 return
             self.connections += 1

@@ -149,7 +149,7 @@ def raw_request(url, head, body_chunks=()):
 
 def _length(data):
     for line in data.split(b'\r\n\r\n', 1)[0].split(b'\r\n')[1:]:
-        name, _, value = line.partition(b':')
+        name, _colon, value = line.partition(b':')
         if name.strip().lower() == b'content-length':
             return int(value)
     return 0
@@ -172,9 +172,9 @@ def test_a_body_over_the_limit_is_refused_before_it_is_parsed(keyed):
     within = json.dumps({'query': 'q' * 8000, 'mode': 'simple'})
     reply = keyed.http.post('/api/query', content=within, headers=dict(bearer(KEY1), **{'Content-Type': 'application/json'}))
     assert reply.status_code == 200, reply.text
-    status, _ = raw_request(keyed.url, f'POST /api/query HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY1}\r\n'
-                                       'Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n',
-                            [b'{"query": "hi",', b' "mode": "simple"}'])
+    status, _body = raw_request(keyed.url, f'POST /api/query HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY1}\r\n'
+                                           'Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n',
+                                [b'{"query": "hi",', b' "mode": "simple"}'])
     assert status == 'HTTP/1.1 200 OK'
     assert len(keyed.llama.chats()) == 2
 

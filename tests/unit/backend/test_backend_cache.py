@@ -81,7 +81,7 @@ def test_round_trip_in_the_background_with_ttl(redis_db):
 
 def test_ttl_zero_turns_the_cache_off(redis_db):
     async def scenario():
-        cache, _ = make_cache(redis_db.url, cache_ttl=0)
+        cache, _metrics = make_cache(redis_db.url, cache_ttl=0)
         redis_db.client.set('mmo:v2:answer:x', '{"answer": "old"}')
         assert await cache.get('mmo:v2:answer:x') is None
         cache.set('mmo:v2:answer:y', {'answer': 'new'})
@@ -114,7 +114,7 @@ def test_redis_dropping_connections_is_tried_once_then_skipped(redis_db, redis_s
     async def scenario():
         cache, metrics = make_cache(redis_switch.url(redis_db.password), clock)
         redis_switch.mode = 'reset'
-        for _ in range(10):
+        for _attempt in range(10):
             assert await cache.get('mmo:v2:answer:k') is None
         cache.set('mmo:v2:answer:k', {'answer': 'x'})
         await cache.flush()
@@ -146,7 +146,7 @@ def test_a_hung_redis_costs_one_deadline_then_is_skipped(redis_db, redis_switch)
         cache, metrics = make_cache(redis_switch.url(redis_db.password), clock)
         redis_switch.mode = 'blackhole'
         assert await cache.get('mmo:v2:answer:k') is None  # returns: the deadline, not a socket timeout
-        for _ in range(5):
+        for _attempt in range(5):
             assert await cache.get('mmo:v2:answer:k') is None
             cache.set('mmo:v2:answer:k', {'answer': 'x'})
         await cache.flush()
@@ -193,7 +193,7 @@ def test_ping_names_the_failure_without_the_password(redis_db, servers):
         results = []
         for url in (f'redis://:wrong-password@127.0.0.1:{redis_db.port}/0',
                     f'redis://:{redis_db.password}@127.0.0.1:{refused_port}/0'):
-            cache, _ = make_cache(url)
+            cache, _metrics = make_cache(url)
             results.append(await cache.ping())
             await cache.aclose()
         return results

@@ -25,7 +25,7 @@ def limiter(**settings):
 
 
 def test_max_tokens_bounded_per_tier():
-    tiers, _ = limiter(max_tokens=2000)
+    tiers, _metrics = limiter(max_tokens=2000)
     tiers.check_max_tokens('simple', 512)
     with pytest.raises(TooManyTokens) as error:
         tiers.check_max_tokens('simple', 513)
@@ -75,7 +75,7 @@ def test_a_full_tier_queues_then_refuses_with_retry_after():
 
 def test_a_slot_is_released_when_the_generation_fails_or_is_cancelled():
     async def scenario():
-        tiers, _ = limiter(tier_limits={'simple': TierLimit(512, 1)}, queue_timeout=0)
+        tiers, _metrics = limiter(tier_limits={'simple': TierLimit(512, 1)}, queue_timeout=0)
         with pytest.raises(RuntimeError):
             async with tiers.slot('simple'):
                 raise RuntimeError('upstream failed')

@@ -118,7 +118,7 @@ def test_client_leaving_mid_answer_stops_the_generation(servers, backend, tiers,
     running = backend(tiers([slow.url], [slow.url], [slow.url]), request_timeout=120)
     with connect(running.ws_url) as ws:
         ws.send(json.dumps({'query': 'hi', 'mode': 'simple'}))
-        wait_until(lambda: slow.chats(), what='the query to reach llama-server')
+        wait_until(slow.chats, what='the query to reach llama-server')
     wait_until(lambda: slow.chats()[0].disconnected is not None, what='the upstream request to be closed')
     line = 'mmo_ws_queries_total{outcome="disconnected"} 1.0'
     wait_until(lambda: line in running.http.get('/metrics').text, what='the disconnect counted')

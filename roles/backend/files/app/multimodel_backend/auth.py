@@ -82,14 +82,14 @@ def bearer(scope: Scope) -> str | None:
     value = header(scope, b"authorization")
     if value is None:
         return None
-    scheme, _, key = value.strip().partition(" ")
+    scheme, _space, key = value.strip().partition(" ")
     return key.strip() if scheme.lower() == "bearer" else ""
 
 
 def cookie(scope: Scope) -> str | None:
     raw = header(scope, b"cookie")
     for part in (raw or "").split(";"):
-        name, _, value = part.strip().partition("=")
+        name, _equals, value = part.strip().partition("=")
         if name == COOKIE and value:
             return unquote(value)
     return None

@@ -63,4 +63,3 @@ class TierLimiter:
             yield
         finally:
             slots.release()
-
