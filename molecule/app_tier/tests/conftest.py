@@ -146,6 +146,12 @@ class Stack:
                     total += float(value)
         return total
 
+    def caddy_upstreams(self):
+        """Caddy's view of the replicas (its admin API, inside its container): address ->
+        failures it holds against each (passive health check)."""
+        found = json.loads(self.sh("docker exec mmo-caddy wget -qO- http://127.0.0.1:2019/reverse_proxy/upstreams"))
+        return {upstream["address"]: upstream["fails"] for upstream in found}
+
     def replica_env(self, replica):
         inspect = json.loads(self.host.check_output(f"docker inspect {replica}"))[0]
         return dict(item.split("=", 1) for item in inspect["Config"]["Env"])

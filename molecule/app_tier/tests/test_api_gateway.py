@@ -270,10 +270,17 @@ def test_the_browser_logs_in_and_its_websocket_is_accepted_from_the_site_only(st
                                            ("/v1/chat/completions", False)],
                          ids=["api", "api-chunked", "v1"])
 def test_a_1mb_body_is_refused_by_caddy_and_no_replica_restarts(stack, path, chunked):
-    before = stack.started_at()
+    """Caddy refuses it (caddy_request_body_max_size) before a replica reads it, and does not
+    hold it against the replicas: a refused body is the client's fault, and counted as a
+    replica's failure it would take the whole site out of rotation for fail_duration."""
+    stack.wait("no failure held against a replica", lambda: not any(stack.caddy_upstreams().values()), 15)
+    before, refused = stack.started_at(), stack.metric("mmo_http_body_too_large_total")
     answer = stack.client("big", path, str(1024 * 1024), *(["chunked"] if chunked else []), timeout=60)
     assert answer is not None and answer["status"] == 413, answer
     assert answer["json"] is None, f"not Caddy's own 413 (the app's has a JSON body): {answer}"
+    assert stack.metric("mmo_http_body_too_large_total") == refused, "the body reached a replica"
+    assert not any(stack.caddy_upstreams().values()), f"Caddy counts the refused body against the replicas: " \
+        f"{stack.caddy_upstreams()}"
     assert stack.started_at() == before, "a container restarted"
     after = stack.query()
     assert after is not None and after["status"] == 200, after

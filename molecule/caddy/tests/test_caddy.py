@@ -143,9 +143,17 @@ def fetch(host, path, *options):
     return int(lines[0].split()[1]), headers, body
 
 
+def upstream_fails(host):
+    """Caddy's view of its upstreams (admin API): address -> failures it holds against each."""
+    found = json.loads(host.check_output(f"docker exec {NAME} wget -qO- http://127.0.0.1:2019/reverse_proxy/upstreams"))
+    return {upstream["address"]: upstream["fails"] for upstream in found}
+
+
 def test_v1_is_routed_to_the_upstreams(host):
     """/v1/* (the OpenAI-compatible API) goes to the replicas, round robin, through the proxy
     (Via)."""
+    # The failover test's stopped upstream back in rotation.
+    assert wait_for(lambda: not any(upstream_fails(host).values())), upstream_fails(host)
     answers = set()
     for dummy in range(4):
         status, headers, body = fetch(host, "/v1/whoami")
@@ -167,13 +175,17 @@ def test_internal_paths_are_a_plain_404(host, path):
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_a_body_over_the_limit_is_refused_by_caddy(host, chunked):
     """caddy_request_body_max_size (64KB): a body over it is refused with a 413 by Caddy
-    itself (not proxied); one under it reaches the upstream."""
+    itself (not proxied), and not held against the upstreams (the client's fault: counted as
+    theirs, it would take every upstream out of rotation for fail_duration); one under it
+    reaches the upstream."""
+    assert wait_for(lambda: not any(upstream_fails(host).values())), upstream_fails(host)
     host.run_expect([0], "head -c 1048576 /dev/zero | tr '\\0' x > /tmp/body-1mb && "
                          "head -c 65537 /tmp/body-1mb > /tmp/body-over && head -c 60000 /tmp/body-1mb > /tmp/body-under")
     framing = "-H 'Transfer-Encoding: chunked'" if chunked else ""
     for name in ("body-1mb", "body-over"):
         status, headers, body = fetch(host, "/api/whoami", "-X POST", framing, f"--data-binary @/tmp/{name}")
         assert status == 413 and "via" not in headers, (name, status, headers, body[:300])
+        assert not any(upstream_fails(host).values()), f"{name}: Caddy holds it against {upstream_fails(host)}"
     status, headers, body = fetch(host, "/api/whoami", "-X POST", framing, "--data-binary @/tmp/body-under")
     assert status != 413 and "caddy" in headers.get("via", "").lower(), (status, headers, body[:300])
     assert host.check_output(f"{CURL} https://localhost/api/whoami") in ("upstream-1", "upstream-2")
