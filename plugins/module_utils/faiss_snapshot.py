@@ -40,6 +40,7 @@ import struct
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 FORMAT = 1
 MANIFEST = 'MANIFEST.json'
@@ -54,6 +55,8 @@ PAIRS = (('.faiss', '.meta.json'), ('.index', '_metadata.json'))
 CHUNK = 8 << 20
 NAME_FORMAT = '%Y%m%dT%H%M%SZ'
 RENAME_EXCHANGE = 2
+# Index groups copied (and hashed) at once.
+WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 class SnapshotError(Exception):
@@ -606,7 +609,8 @@ def _previous_info(previous, name, index, meta, items, verify):
 def _copy_group(source, data, group, scan, attempts, verify, recopied, previous=None, syncer=None):
     """Copy the files of one group until none changed during the copy (and, verified, the index
     agrees with its metadata). Returns ({relpath: manifest item}, (name, index info) or None);
-    ({}, None) when the whole group was deleted meanwhile."""
+    ({}, None) when the whole group was deleted meanwhile. The third value is recopied:
+    {relpath: extra copies}."""
     problem = None
     pairs = index_pairs(group)
     name, index, meta = pairs[0] if pairs else (None, None, None)
@@ -622,7 +626,7 @@ def _copy_group(source, data, group, scan, attempts, verify, recopied, previous=
             with contextlib.suppress(FileNotFoundError):
                 before[rel] = _key(os.stat(os.path.join(source, rel)))
         if not before:
-            return {}, None
+            return {}, None, recopied
         if len(before) < len(group):
             continue
         items, counted = {}, None
@@ -652,10 +656,10 @@ def _copy_group(source, data, group, scan, attempts, verify, recopied, previous=
                         counted()
                 continue
             if not pairs:
-                return items, None
+                return items, None, recopied
             info = _previous_info(previous, name, index, meta, items, verify)
             if info is not None:
-                return items, (name, info)
+                return items, (name, info), recopied
             try:
                 if verify:
                     info = check_index(os.path.join(data, index), meta and os.path.join(data, meta),
@@ -669,7 +673,7 @@ def _copy_group(source, data, group, scan, attempts, verify, recopied, previous=
                 continue
             info.update(index=index, metadata=meta)
             del info['search']
-            return items, (name, info)
+            return items, (name, info), recopied
         if counted:
             with contextlib.suppress(InconsistentIndex):
                 counted()
@@ -690,16 +694,25 @@ def _write_snapshot(source, root, name, scan, verify, attempts, now_ns, previous
             os.symlink(value, os.path.join(data, rel))
             files[rel] = {'type': 'symlink', 'target': value}
     syncer = _Syncer()
+    groups = _groups([rel for rel, (kind, dummy) in scan.items() if kind == 'file'])
+    # The biggest first, a few at a time: sha256 runs on one core per file.
+    groups.sort(key=lambda group: -sum(scan[rel][1].st_size for rel in group))
+    pool = ThreadPoolExecutor(max_workers=WORKERS)
     try:
-        for group in _groups([rel for rel, (kind, dummy) in scan.items() if kind == 'file']):
-            items, index = _copy_group(source, data, group, scan, attempts, verify, recopied, previous, syncer)
+        futures = [pool.submit(_copy_group, source, data, group, scan, attempts, verify, {}, previous, syncer)
+                   for group in groups]
+        for future in as_completed(futures):
+            items, index, extra = future.result()
             files.update(items)
+            recopied.update(extra)
             if index:
                 indexes[index[0]] = index[1]
     except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
         with contextlib.suppress(OSError):
             syncer.finish()
         raise
+    pool.shutdown(wait=True)
     syncer.finish()
     top = os.stat(source)
     manifest = {'format': FORMAT, 'name': name, 'created': _iso(now_ns), 'created_ns': now_ns,
@@ -844,38 +857,53 @@ def _find(root, name):
     raise SnapshotNotFound('no snapshot %s in %s (there are: %s)' % (name, root, ', '.join(e['name'] for e in entries) or 'none'))
 
 
-def _checksum_errors(entry, first_only=False):
-    """Every file of a snapshot against its manifest: [(path, message)]."""
+def _mismatch(path):
+    return '%s does not match its sha256 in the manifest' % path
+
+
+def _checksum_errors(entry, staged=()):
+    """Every entry of a snapshot against its manifest: [(path, message)], in path order. The
+    files in staged are only looked at (type, size): the restore that copies them checks their
+    sha256 as it copies, so each byte is hashed once."""
     data = os.path.join(entry['path'], DATA)
     files = entry['manifest'].get('files', {})
-    errors = []
-    for rel, item in files.items():
+    errors, to_hash = [], []
+    for rel, item in sorted(files.items()):
         path = os.path.join(data, rel)
         kind = item.get('type')
         if kind == 'file':
             try:
                 st = os.lstat(path)
-                if not stat.S_ISREG(st.st_mode):
-                    errors.append((path, '%s is not a regular file' % path))
-                elif st.st_size != item['size']:
-                    errors.append((path, '%s has %d bytes, the manifest says %d' % (path, st.st_size, item['size'])))
-                elif sha256_file(path) != item['sha256']:
-                    errors.append((path, '%s does not match its sha256 in the manifest' % path))
             except OSError as error:
                 errors.append((path, '%s cannot be read: %s' % (path, error.strerror)))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                errors.append((path, '%s is not a regular file' % path))
+            elif st.st_size != item['size']:
+                errors.append((path, '%s has %d bytes, the manifest says %d' % (path, st.st_size, item['size'])))
+            elif rel not in staged:
+                to_hash.append((path, item['sha256']))
         elif kind == 'dir' and not os.path.isdir(path):
             errors.append((path, 'directory %s is missing' % path))
         elif kind == 'symlink' and (not os.path.islink(path) or os.readlink(path) != item.get('target')):
             errors.append((path, 'symlink %s is missing or points elsewhere' % path))
-        if errors and first_only:
-            return errors
     try:
         present = _scan(data)
     except OSError as error:
-        return errors + [(data, 'cannot read %s: %s' % (data, error.strerror))]
+        return sorted(errors + [(data, 'cannot read %s: %s' % (data, error.strerror))])
     errors.extend((os.path.join(data, rel), '%s is not in the manifest' % os.path.join(data, rel))
                   for rel in present if rel not in files)
-    return errors
+
+    def check(job):
+        path, expected = job
+        try:
+            return None if sha256_file(path) == expected else (path, _mismatch(path))
+        except OSError as error:
+            return (path, '%s cannot be read: %s' % (path, error.strerror))
+
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        errors.extend(error for error in pool.map(check, to_hash) if error)
+    return sorted(errors)
 
 
 def verify(root, name=None, search=True):
@@ -964,9 +992,11 @@ def _own(path, item):
 
 
 def _stage(entry, staging, rels):
-    """Copy the given entries of a snapshot into staging (dirs made as needed), fsynced."""
+    """Copy the given entries of a snapshot into staging (dirs made as needed), fsynced, each
+    file's sha256 checked against the manifest as it is copied."""
     data = os.path.join(entry['path'], DATA)
     files = entry['manifest']['files']
+    copies = []
     for rel in sorted(rels):
         item = files[rel]
         dst = os.path.join(staging, rel)
@@ -974,13 +1004,23 @@ def _stage(entry, staging, rels):
         if item['type'] == 'dir':
             os.makedirs(dst, exist_ok=True)
             os.chmod(dst, item['mode'])
+            _own(dst, item)
         elif item['type'] == 'symlink':
             os.symlink(item['target'], dst)
+            _own(dst, item)
         else:
-            digest, dummy, dummy2 = _copy_file(os.path.join(data, rel), dst, mode=item['mode'])
-            if digest != item['sha256']:
-                raise CorruptSnapshot(os.path.join(data, rel), '%s changed while it was restored' % os.path.join(data, rel))
+            copies.append(rel)
+
+    def copy(rel):
+        item, src, dst = files[rel], os.path.join(data, rel), os.path.join(staging, rel)
+        digest, dummy, dummy2 = _copy_file(src, dst, mode=item['mode'])
+        if digest != item['sha256']:
+            raise CorruptSnapshot(src, _mismatch(src))
         _own(dst, item)
+
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        for future in [pool.submit(copy, rel) for rel in sorted(copies, key=lambda rel: -files[rel]['size'])]:
+            future.result()
     for directory, dummy, dummy2 in os.walk(staging):
         _fsync_dir(directory)
 
@@ -1074,10 +1114,6 @@ def restore(root, target, name=None, check=False, swap='contents'):
         if name is not None and entry['bad'] is not None:
             raise SnapshotError('snapshot %s is marked bad (%s): restore another one, or clear the mark first'
                                 % (name, entry['bad']))
-        errors = _checksum_errors(entry, first_only=True)
-        if errors:
-            path, message = errors[0]
-            raise CorruptSnapshot(path, 'snapshot %s is corrupt, refusing to restore it: %s' % (entry['name'], message))
         files = entry['manifest']['files']
         if os.path.lexists(target) and not os.path.isdir(target):
             raise SnapshotError('cannot restore into %s: it exists and is not a directory' % target)
@@ -1090,17 +1126,32 @@ def restore(root, target, name=None, check=False, swap='contents'):
         plan['removed'] = [rel for rel in plan['removed']
                            if not any(rel.startswith(other + '/') for other in plan['removed'])]
         changed = any(plan.values()) or not os.path.isdir(target)
+        staged = set()
         if changed and not check:
+            staged = set(files) if swap == 'exchange' else set(plan['added'] + plan['replaced'])
+        # Every checksum is checked before the live directory changes: here, or (each staged
+        # file) as it is copied to the staging directory, before the first rename.
+        errors = _checksum_errors(entry, staged)
+        if errors:
+            raise CorruptSnapshot(errors[0][0], 'snapshot %s is corrupt, refusing to restore it: %s'
+                                  % (entry['name'], errors[0][1]))
+        if changed and not check:
+            made = not os.path.isdir(target)
             try:
                 if swap == 'exchange':
                     _swap_directory(entry, target)
                 else:
-                    if not os.path.isdir(target):
+                    if made:
                         top = entry['manifest'].get('top', {'mode': 0o755})
                         os.makedirs(target, mode=top['mode'])
                         os.chmod(target, top['mode'])
                         _own(target, top)
                     _swap_contents(entry, target, plan)
+            except CorruptSnapshot as error:
+                if made and swap == 'contents':
+                    shutil.rmtree(target, ignore_errors=True)
+                raise CorruptSnapshot(error.path, 'snapshot %s is corrupt, refusing to restore it: %s'
+                                      % (entry['name'], error)) from error
             except OSError as error:
                 if _no_space(error):
                     raise NoSpace('no space left in %s to restore snapshot %s (%s); the live files are as before'

@@ -409,6 +409,35 @@ def test_corrupt_snapshot_is_refused_naming_the_file(source, root, tmp_path, dam
     assert not report['ok'] and any(victim in error for error in report['errors'])
 
 
+@pytest.mark.parametrize('swap', ['contents', 'exchange'])
+@pytest.mark.parametrize('live_exists', [True, False])
+def test_corrupt_file_found_while_it_is_copied_changes_nothing(source, root, tmp_path, swap, live_exists):
+    """A file the restore copies is checked as it is copied: a flipped byte there stops the
+    restore before the first rename, and the staging directory goes away."""
+    name = fs.snapshot(source, root)['created']
+    live = str(tmp_path / 'live')
+    if live_exists:
+        shutil.copytree(source, live)
+        write_index(live, 'faq', 12, dim=8, seed=8)  # faq.* differ: they are the ones copied
+        before = tree(live)
+    victim = os.path.join(root, name, 'data', 'faq.faiss')
+    with open(victim, 'r+b') as handle:
+        handle.seek(60)
+        byte = handle.read(1)
+        handle.seek(60)
+        handle.write(bytes([byte[0] ^ 0x40]))
+    with pytest.raises(fs.CorruptSnapshot) as info:
+        fs.restore(root, live, swap=swap)
+    assert info.value.path == victim
+    assert str(info.value) == 'snapshot %s is corrupt, refusing to restore it: %s does not match its sha256 in the manifest' % (
+        name, victim)
+    if live_exists:
+        assert tree(live) == before
+    else:
+        assert not os.path.exists(live)
+    assert sorted(os.listdir(tmp_path)) == (['faiss', 'live', 'snapshots'] if live_exists else ['faiss', 'snapshots'])
+
+
 def test_restore_swaps_the_contents_in_place(source, root, tmp_path):
     name = fs.snapshot(source, root)['created']
     live = str(tmp_path / 'live')
