@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, HTTPException, Request, WebSocket
+from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
@@ -280,7 +280,7 @@ async def _until_gone(work: Any, gone: asyncio.Event) -> str:
         return "disconnected"
     try:
         return task.result()
-    except (OSError, RuntimeError):  # a send to a socket closed meanwhile
+    except (WebSocketDisconnect, OSError, RuntimeError):  # a send to a socket closed meanwhile
         return "disconnected"
 
 
