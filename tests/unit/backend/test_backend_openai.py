@@ -16,7 +16,6 @@ API_KEY = 'mmo-test-key-0123456789abcdef'
 HELLO = 'Hello from Q2_FAST_1.'  # the canned stream of the instance Q2_FAST_1
 
 
-
 def client_for(running, api_key=API_KEY):
     return openai.OpenAI(base_url=running.url + '/v1', api_key=api_key, max_retries=0, timeout=30)
 
@@ -31,7 +30,7 @@ def v1(servers, backend, tiers):
         deep = servers.llama('Q4_DEEP_1')
 
     V1.backend = backend(tiers([V1.fast1.url, V1.fast2.url], [V1.synth.url], [V1.deep.url]),
-                                 auth=True, api_keys=(API_KEY,))
+                         auth=True, api_keys=(API_KEY,))
     V1.client = client_for(V1.backend)
     return V1
 
@@ -198,7 +197,7 @@ def test_a_busy_tier_is_429_with_retry_after(servers, backend, tiers, wait_until
     slow = servers.llama('Q2_FAST_1', delay=3.0)
     other = servers.llama('Q3_SYNTH_1')
     running = backend(tiers([slow.url], [other.url], [other.url]), queue_timeout=0.2,
-                              tier_limits={'simple': TierLimit(256, 1)})
+                      tier_limits={'simple': TierLimit(256, 1)})
     first = threading.Thread(target=lambda: httpx.post(
         running.url + '/v1/chat/completions', timeout=30,
         json={'model': 'simple', 'messages': [{'role': 'user', 'content': 'slow'}]}))

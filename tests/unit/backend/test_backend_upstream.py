@@ -19,7 +19,6 @@ GOOD_CHUNK = 'data: ' + json.dumps({'object': 'chat.completion.chunk',
 LONG = [f'token{n} ' for n in range(400)]  # with token_delay 0.05: 20 s of tokens
 
 
-
 def ws_ask(ws, **message):
     """Send one query; return (token texts, last message)."""
     ws.send(json.dumps(message))
@@ -84,8 +83,8 @@ def test_a_stream_that_breaks_after_the_200_is_not_replayed(servers, backend, ti
 def test_stream_asks_for_usage_and_the_answer_reports_it(stack):
     with connect(stack.backend.ws_url) as ws:
         done = ws_ask(ws, query='hi', mode='simple')[1]
-    assert done['type'] == 'done' and done['usage'] == {'completion_tokens': 4, 'prompt_tokens': 20,
-                                                         'total_tokens': 24}
+    assert done['type'] == 'done'
+    assert done['usage'] == {'completion_tokens': 4, 'prompt_tokens': 20, 'total_tokens': 24}
     assert stack.fast1.chats()[0].json['stream_options'] == {'include_usage': True}
 
 
@@ -97,7 +96,7 @@ def limited(servers, backend, tiers, **knobs):
     slow = servers.llama('Q2_FAST_1', **knobs)
     quick = servers.llama('Q2_FAST_2')
     running = backend(tiers([slow.url, quick.url], [quick.url], [quick.url]), request_timeout=60.0,
-                              cache_ttl=0, queue_timeout=1.0, tier_limits={'simple': TierLimit(1024, 1)})
+                      cache_ttl=0, queue_timeout=1.0, tier_limits={'simple': TierLimit(1024, 1)})
     return slow, running
 
 

@@ -83,7 +83,7 @@ def _content(message: dict[str, Any], where: str) -> str:
         texts = []
         for number, part in enumerate(content):
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise BadRequest("only text content parts ({\"type\": \"text\", \"text\": ...}) are supported",
+                raise BadRequest('only text content parts (type "text") are supported',
                                  f"{where}.content[{number}]")
             texts.append(part["text"])
         return "\n".join(texts)
