@@ -250,23 +250,9 @@ async def _ws_session(websocket: WebSocket, settings: Settings, metrics: Metrics
         await asyncio.gather(reader, return_exceptions=True)
 
 
-async def _next(inbox: "asyncio.Queue[str]", gone: asyncio.Event) -> str | None:
-    """The next query of the inbox, or None once the client is gone and nothing is left."""
-    if not inbox.empty():
-        return inbox.get_nowait()
-    getter = asyncio.ensure_future(inbox.get())
-    waiter = asyncio.ensure_future(gone.wait())
-    try:
-        await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        if not getter.done():
-            getter.cancel()
-    return getter.result() if getter.done() and not getter.cancelled() else None
-
-
-async def _until_gone(work: Any, gone: asyncio.Event) -> str:
-    """The outcome of work, or "disconnected" (work cancelled) when the client goes first."""
+async def _race(work: Any, gone: asyncio.Event) -> "asyncio.Future[Any]":
+    """Run work until it is done or the client is gone, whichever comes first (then work is
+    cancelled, and awaited so it can clean up); return its task."""
     task = asyncio.ensure_future(work)
     waiter = asyncio.ensure_future(gone.wait())
     try:
@@ -274,8 +260,23 @@ async def _until_gone(work: Any, gone: asyncio.Event) -> str:
     finally:
         waiter.cancel()
         if not task.done():
-            task.cancel()  # closes the upstream stream and frees the tier's slot
+            task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+    return task
+
+
+async def _next(inbox: "asyncio.Queue[str]", gone: asyncio.Event) -> str | None:
+    """The next query of the inbox, or None once the client is gone and nothing is left."""
+    if not inbox.empty():
+        return inbox.get_nowait()
+    getter = await _race(inbox.get(), gone)
+    return None if getter.cancelled() else getter.result()
+
+
+async def _until_gone(work: Any, gone: asyncio.Event) -> str:
+    """The outcome of work, or "disconnected" when the client goes first: work is cancelled,
+    which closes the upstream stream and frees the tier's slot."""
+    task = await _race(work, gone)
     if task.cancelled():
         return "disconnected"
     try:
