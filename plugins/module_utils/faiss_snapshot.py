@@ -1102,6 +1102,13 @@ def _swap_directory(entry, target):
         _remove(staging)
 
 
+def _existing_parent(path):
+    path = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(path):
+        path = os.path.dirname(path)
+    return path
+
+
 def restore(root, target, name=None, check=False, swap='contents'):
     """Restore a named (or the newest good) snapshot into target, after checking every checksum."""
     started = time.monotonic()
@@ -1136,6 +1143,11 @@ def restore(root, target, name=None, check=False, swap='contents'):
             raise CorruptSnapshot(errors[0][0], 'snapshot %s is corrupt, refusing to restore it: %s'
                                   % (entry['name'], errors[0][1]))
         if changed and not check:
+            need = sum(files[rel]['size'] for rel in staged if files[rel]['type'] == 'file')
+            usage = os.statvfs(target if os.path.isdir(target) else _existing_parent(target))
+            if need > usage.f_bavail * usage.f_frsize:
+                raise NoSpace('no space left in %s to restore snapshot %s: %d bytes needed, %d free; the live files are '
+                              'as before' % (target, entry['name'], need, usage.f_bavail * usage.f_frsize))
             made = not os.path.isdir(target)
             try:
                 if swap == 'exchange':

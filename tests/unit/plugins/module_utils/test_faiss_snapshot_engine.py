@@ -313,6 +313,28 @@ def test_full_disk_leaves_no_partial_snapshot(source, root, monkeypatch, where):
     assert [entry['name'] for entry in fs.list_snapshots(root)] == [kept]
 
 
+def test_full_disk_during_a_restore_leaves_the_live_files_as_they_were(source, root, tmp_path, monkeypatch):
+    fs.snapshot(source, root)
+    live = str(tmp_path / 'live')
+    shutil.copytree(source, live)
+    write_index(live, 'faq', 12, dim=8, seed=8)
+    write_index(live, 'docs', 20, seed=8)
+    before = tree(live)
+    real_copy, calls = fs._copy_data, []
+
+    def copy_until_full(fd_in, fd_out, size):
+        calls.append(size)
+        if len(calls) == 2:
+            os.write(fd_out, b'\0' * (size // 2))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_copy(fd_in, fd_out, size)
+
+    monkeypatch.setattr(fs, '_copy_data', copy_until_full)
+    with pytest.raises(fs.NoSpace, match='no space left in %s to restore snapshot .*; the live files are as before' % live):
+        fs.restore(root, live)
+    assert tree(live) == before  # no staging directory left either
+
+
 def test_not_enough_free_space_fails_before_writing(source, root, monkeypatch):
     fs.snapshot(source, root)
     write_index(source, 'docs', 300, seed=5)
@@ -324,6 +346,10 @@ def test_not_enough_free_space_fails_before_writing(source, root, monkeypatch):
     with pytest.raises(fs.NoSpace, match=r'bytes needed, 4096 free'):
         fs.snapshot(source, root)
     assert len(os.listdir(root)) == 2
+    live = os.path.join(os.path.dirname(root), 'live')
+    with pytest.raises(fs.NoSpace, match=r'no space left in %s to restore snapshot .* bytes needed, 4096 free' % live):
+        fs.restore(root, live)
+    assert not os.path.exists(live)
 
 
 def test_retention_by_count_and_age(source, root, monkeypatch):
