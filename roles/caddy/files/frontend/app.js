@@ -49,6 +49,7 @@ async function logIn(key) {
     method: "POST",
     credentials: "same-origin",
     headers: { Authorization: `Bearer ${key}` },
+    body: "", // Content-Length: 0 (a proxy may refuse a POST without one)
   });
   if (response.status === 204) {
     askForKey(false, "logged in");
@@ -59,7 +60,7 @@ async function logIn(key) {
 
 async function logOut() {
   if (socket) socket.close();
-  await fetch("/api/logout", { method: "POST", credentials: "same-origin" });
+  await fetch("/api/logout", { method: "POST", credentials: "same-origin", body: "" });
   await checkSession();
 }
 
