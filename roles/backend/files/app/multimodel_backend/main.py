@@ -1,9 +1,11 @@
 """The ASGI entry point: `uvicorn multimodel_backend.main:app`.
 
 The package, by concern: config.py (settings from MMO_*), schemas.py (the query on the
-wire), service.py (how a query is answered: routing.py, the Redis cache, sources from
-retrieval.py and SearXNG, llama.py's instances), api.py (the routes), metrics.py
-(Prometheus), log.py (the logger and its secret redaction).
+wire), service.py (how a query is answered: routing.py, the Redis cache of cache.py, the
+tier limits of limits.py, sources from retrieval.py and SearXNG, llama.py's instances),
+api.py (the routes), openai_api.py (the OpenAI-compatible /v1 API), auth.py (API keys and
+the body limit), drain.py and serve.py (graceful drain), metrics.py (Prometheus), log.py
+(the logger and its secret redaction).
 """
 
 import sys
