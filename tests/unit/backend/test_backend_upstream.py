@@ -13,21 +13,11 @@ import pytest
 from websockets.sync.client import connect
 
 from multimodel_backend.config import TierLimit
+from support.ws_client import ask as ws_ask
 
 GOOD_CHUNK = 'data: ' + json.dumps({'object': 'chat.completion.chunk',
                                     'choices': [{'index': 0, 'delta': {'content': 'Hel'}, 'finish_reason': None}]})
 LONG = [f'token{n} ' for n in range(400)]  # with token_delay 0.05: 20 s of tokens
-
-
-def ws_ask(ws, **message):
-    """Send one query; return (token texts, last message)."""
-    ws.send(json.dumps(message))
-    texts = []
-    while True:
-        reply = json.loads(ws.recv(timeout=30))
-        if reply['type'] != 'token':
-            return texts, reply
-        texts.append(reply['text'])
 
 
 @pytest.mark.parametrize('bad, why', [

@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,16 +132,45 @@ class Deadline:
         self.seconds = seconds
         self.at = time.monotonic() + seconds
 
+    def expired(self, instance: Instance) -> UpstreamTimeout:
+        return UpstreamTimeout(instance, f"no answer within the query's deadline ({self.seconds:g} s)")
+
     def left(self, instance: Instance) -> float:
         """Seconds left; UpstreamTimeout when none are."""
         left = self.at - time.monotonic()
         if left <= 0:
-            raise UpstreamTimeout(instance, f"no answer within the query's deadline ({self.seconds:g} s)")
+            raise self.expired(instance)
         return left
 
     def timeout(self, instance: Instance) -> httpx.Timeout:
         left = self.left(instance)
         return httpx.Timeout(left, connect=min(CONNECT_TIMEOUT, left), pool=min(CONNECT_TIMEOUT, left))
+
+
+class Attempts:
+    """The instances one query may try (round-robin order), its deadline, what failed so far."""
+
+    def __init__(self, pool: "LlamaPool", tier: str) -> None:
+        self.pool, self.tier = pool, tier
+        self.deadline = Deadline(pool.settings.request_timeout)
+        self.failures: list[UpstreamError] = []
+
+    def __iter__(self) -> Iterator[Instance]:
+        for instance in self.pool.candidates(self.tier):
+            if self.failures:
+                self.pool.metrics.failovers.labels(self.tier, self.failures[-1].instance.name).inc()
+            yield instance
+
+    def failed(self, error: UpstreamError) -> None:
+        """Count the failure; re-raise it unless the query may move to the next instance."""
+        self.pool.metrics.upstream_errors.labels(error.instance.name, error.kind).inc()
+        log.warning("tier %s: instance %s failed: %s", self.tier, error.instance.name, error.reason)
+        if not error.failover:
+            raise error
+        self.failures.append(error)
+
+    def unavailable(self) -> TierUnavailable:
+        return TierUnavailable(self.tier, self.failures)
 
 
 class LlamaPool:
@@ -174,25 +203,15 @@ class LlamaPool:
             body["stop"] = list(params.stop)
         return body
 
-    def _failed(self, tier: str, error: UpstreamError, failures: list[UpstreamError]) -> None:
-        self.metrics.upstream_errors.labels(error.instance.name, error.kind).inc()
-        log.warning("tier %s: instance %s failed: %s", tier, error.instance.name, error.reason)
-        if not error.failover:
-            raise error
-        failures.append(error)
-
     async def chat(self, tier: str, messages: Messages, params: Params) -> Completion:
         """The whole answer of the first instance of the tier that takes the query."""
-        deadline = Deadline(self.settings.request_timeout)
-        failures: list[UpstreamError] = []
-        for instance in self.candidates(tier):
-            if failures:
-                self.metrics.failovers.labels(tier, failures[-1].instance.name).inc()
+        attempts = Attempts(self, tier)
+        for instance in attempts:
             try:
-                return await self._chat_once(instance, messages, params, deadline)
+                return await self._chat_once(instance, messages, params, attempts.deadline)
             except UpstreamError as error:
-                self._failed(tier, error, failures)
-        raise TierUnavailable(tier, failures)
+                attempts.failed(error)
+        raise attempts.unavailable()
 
     async def _chat_once(self, instance: Instance, messages: Messages, params: Params,
                          deadline: Deadline) -> Completion:
@@ -203,7 +222,7 @@ class LlamaPool:
                 response = await self.client.post(url, headers=self.headers, json=body,
                                                   timeout=deadline.timeout(instance))
         except TimeoutError:
-            raise UpstreamTimeout(instance, f"no answer within the query's deadline ({deadline.seconds:g} s)") from None
+            raise deadline.expired(instance) from None
         except httpx.HTTPError as exc:
             raise _transport_error(instance, exc) from None
         if response.status_code != 200:
@@ -223,18 +242,15 @@ class LlamaPool:
         """Deltas as llama-server generates them (SSE). The first names the instance that
         took the query (text ""), so the caller knows who answers even when the model
         generates nothing. Close it (aclosing) to close the upstream request."""
-        deadline = Deadline(self.settings.request_timeout)
-        failures: list[UpstreamError] = []
-        for instance in self.candidates(tier):
-            if failures:
-                self.metrics.failovers.labels(tier, failures[-1].instance.name).inc()
+        attempts = Attempts(self, tier)
+        for instance in attempts:
             try:
-                async for delta in self._stream_once(instance, messages, params, deadline):
+                async for delta in self._stream_once(instance, messages, params, attempts.deadline):
                     yield delta
                 return
             except UpstreamError as error:
-                self._failed(tier, error, failures)
-        raise TierUnavailable(tier, failures)
+                attempts.failed(error)
+        raise attempts.unavailable()
 
     async def _stream_once(self, instance: Instance, messages: Messages, params: Params,
                            deadline: Deadline) -> AsyncGenerator[Delta, None]:
@@ -255,8 +271,7 @@ class LlamaPool:
                     except StopAsyncIteration:
                         break
                     except TimeoutError:
-                        raise UpstreamTimeout(instance, "no answer within the query's deadline "
-                                              f"({deadline.seconds:g} s)") from None
+                        raise deadline.expired(instance) from None
                     if line.strip() == "data: [DONE]":
                         return
                     for delta in _sse_deltas(instance, line):
