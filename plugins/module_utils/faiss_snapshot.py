@@ -1013,14 +1013,21 @@ def _stage(entry, staging, rels):
 
     def copy(rel):
         item, src, dst = files[rel], os.path.join(data, rel), os.path.join(staging, rel)
-        digest, dummy, dummy2 = _copy_file(src, dst, mode=item['mode'])
+        digest, dummy, dummy2 = _copy_file(src, dst, mode=item['mode'], syncer=syncer)
         if digest != item['sha256']:
             raise CorruptSnapshot(src, _mismatch(src))
         _own(dst, item)
 
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        for future in [pool.submit(copy, rel) for rel in sorted(copies, key=lambda rel: -files[rel]['size'])]:
-            future.result()
+    syncer = _Syncer()
+    try:
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            for future in [pool.submit(copy, rel) for rel in sorted(copies, key=lambda rel: -files[rel]['size'])]:
+                future.result()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            syncer.finish()
+        raise
+    syncer.finish()
     for directory, dummy, dummy2 in os.walk(staging):
         _fsync_dir(directory)
 
