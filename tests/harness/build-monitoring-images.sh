@@ -7,7 +7,8 @@
 # $MMO_CACHE/images/NAME.tar with a .sha256 (and a .recipe) beside it, loaded by the roles'
 # air-gapped image supply (docker_image_archives); skipped when built from the same recipe.
 #   mmo/prometheus-test:3      like prom/prometheus (/bin/prometheus, /bin/promtool, nobody)
-#   mmo/alertmanager-test:0    like prom/alertmanager (/bin/alertmanager, /bin/amtool, nobody)
+#   mmo/alertmanager-test:1    like prom/alertmanager (/bin/alertmanager, /bin/amtool, nobody,
+#                              and the package's templates, which Alertmanager loads at start)
 #   mmo/redis-exporter-test:1  like oliver006/redis_exporter (/redis_exporter, uid 59000)
 set -euo pipefail
 suite=${MMO_MONITORING_IMAGE_SUITE:-forky}
@@ -19,10 +20,11 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out="$MMO_CACHE/images"
 mkdir -p "$out"
 
-# name:image:user:binaries(source=target,...):dirs(owned by user):entrypoint:cmd
+# name|image|user|binaries (source=target,...)|dirs owned by user|entrypoint|cmd|workdir|port|
+# directories of the package copied as they are
 specs=(
   "prometheus-test|mmo/prometheus-test:3|65534:65534|/usr/bin/prometheus=/bin/prometheus,/usr/bin/promtool=/bin/promtool|/etc/prometheus,/prometheus|[\"/bin/prometheus\"]|[\"--config.file=/etc/prometheus/prometheus.yml\", \"--storage.tsdb.path=/prometheus\"]|/prometheus|9090"
-  "alertmanager-test|mmo/alertmanager-test:0|65534:65534|/usr/bin/prometheus-alertmanager=/bin/alertmanager,/usr/bin/amtool=/bin/amtool|/etc/alertmanager,/alertmanager|[\"/bin/alertmanager\"]|[\"--config.file=/etc/alertmanager/alertmanager.yml\", \"--storage.path=/alertmanager\"]|/alertmanager|9093"
+  "alertmanager-test|mmo/alertmanager-test:1|65534:65534|/usr/bin/prometheus-alertmanager=/bin/alertmanager,/usr/bin/amtool=/bin/amtool|/etc/alertmanager,/alertmanager|[\"/bin/alertmanager\"]|[\"--config.file=/etc/alertmanager/alertmanager.yml\", \"--storage.path=/alertmanager\"]|/alertmanager|9093|/usr/share/prometheus/alertmanager"
   "redis-exporter-test|mmo/redis-exporter-test:1|59000:59000|/usr/bin/prometheus-redis-exporter=/redis_exporter||[\"/redis_exporter\"]|[]|/|9121"
 )
 
@@ -60,7 +62,7 @@ debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" http://de
   || { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap $suite ($packages) failed"; }
 
 for spec in "${todo[@]}"; do
-  IFS='|' read -r name image user binaries dirs entrypoint cmd workdir port <<<"$spec"
+  IFS='|' read -r name image user binaries dirs entrypoint cmd workdir port copies <<<"$spec"
   root="$work/$name"
   mkdir -p "$root"/{bin,etc,tmp}
   chmod 1777 "$root/tmp"
@@ -79,6 +81,14 @@ for spec in "${todo[@]}"; do
     echo "exporter:x:$gid:" >>"$root/etc/group"
   fi
   echo 'hosts: files dns' >"$root/etc/nsswitch.conf"
+  if [ -n "$copies" ]; then
+    IFS=',' read -r -a copied <<<"$copies"
+    for dir in "${copied[@]}"; do
+      [ -d "$rootfs$dir" ] || die "$dir is not in the $suite packages"
+      mkdir -p "$root$(dirname "$dir")"
+      cp -a "$rootfs$dir" "$root$dir"
+    done
+  fi
   if [ -n "$dirs" ]; then
     IFS=',' read -r -a owned <<<"$dirs"
     for dir in "${owned[@]}"; do install -d -o "$uid" -g "$gid" -m 0755 "$root$dir"; done
