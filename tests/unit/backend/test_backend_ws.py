@@ -12,16 +12,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-
-def ask(ws, **message):
-    """Send one query; return (token texts, last message)."""
-    ws.send(json.dumps(message))
-    texts = []
-    while True:
-        reply = json.loads(ws.recv(timeout=30))
-        if reply['type'] != 'token':
-            return texts, reply
-        texts.append(reply['text'])
+from support.ws_client import ask
 
 
 def test_streams_tokens_then_done(stack):
