@@ -161,7 +161,10 @@ def _locked(root, create=True):
             os.makedirs(root, mode=0o700, exist_ok=True)
         except OSError as error:
             raise SnapshotError('cannot create the snapshot root %s: %s' % (root, error.strerror)) from error
-    fd = os.open(os.path.join(root, LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(os.path.join(root, LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:
+        raise SnapshotError('cannot lock the snapshot root %s: %s' % (root, error)) from error
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -1244,9 +1247,9 @@ def main(argv=None):
             result = {'snapshots': list_snapshots(args.root), 'newest_good': newest_good(args.root)}
         else:
             result = {'pruned': prune(args.root, args.keep, args.max_age_days, args.check)}
-    except SnapshotError as error:
+    except (SnapshotError, OSError) as error:
         sys.stdout.write(json.dumps({'failed': True, 'msg': str(error), 'error': type(error).__name__,
-                                     'path': getattr(error, 'path', None)}) + '\n')
+                                     'path': getattr(error, 'path', None) or getattr(error, 'filename', None)}) + '\n')
         return 1
     sys.stdout.write(json.dumps(result, sort_keys=True) + '\n')
     return 1 if result.get('ok') is False else 0

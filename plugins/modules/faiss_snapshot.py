@@ -340,6 +340,9 @@ def main():
         result = runner(module, params)
     except SnapshotError as error:
         module.fail_json(msg=str(error), error=type(error).__name__, file=getattr(error, 'path', None))
+    except OSError as error:
+        module.fail_json(msg='%s failed: %s' % (params['state'], error), error=type(error).__name__,
+                         file=error.filename)
     if not module._diff:
         result.pop('diff')
     module.exit_json(**result)

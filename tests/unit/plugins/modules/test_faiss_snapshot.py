@@ -163,3 +163,22 @@ def test_missing_source_and_unknown_snapshot(capsys, tmp_path, dirs):
     run_module(capsys, {'path': live, 'dest': dest})
     code, failed = run_module(capsys, {'path': live, 'dest': dest, 'state': 'restored', 'snapshot': '20200101T000000Z'})
     assert code == 1 and failed['msg'].startswith('no snapshot 20200101T000000Z in %s' % dest)
+
+
+def test_unreadable_live_file_fails_cleanly(capsys, dirs, monkeypatch):
+    """An operating system error (here a live file that cannot be read) is a failure naming the
+    file, not a traceback."""
+    live, dest = dirs
+    run_module(capsys, {'path': live, 'dest': dest})
+    write_index(live, 'faq', 11, seed=3)  # docs.faiss keeps the snapshot's size: the restore reads it to compare
+    real_open = os.open
+
+    def refuse(path, *args, **kwargs):
+        if os.fspath(path) == os.path.join(live, 'docs.faiss'):
+            raise PermissionError(13, 'Permission denied', os.fspath(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, 'open', refuse)
+    code, failed = run_module(capsys, {'path': live, 'dest': dest, 'state': 'restored'})
+    assert code == 1 and failed['file'] == os.path.join(live, 'docs.faiss')
+    assert failed['msg'] == "restored failed: [Errno 13] Permission denied: '%s'" % os.path.join(live, 'docs.faiss')
