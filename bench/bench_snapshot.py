@@ -17,7 +17,6 @@ Usage:
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -33,11 +32,10 @@ ENGINE = os.path.join(os.path.dirname(HERE), 'plugins', 'module_utils', 'faiss_s
 
 
 def load_engine():
-    # Stdlib-only engine: loaded by path, as the backups role's job runs it, without Ansible.
-    spec = importlib.util.spec_from_file_location('faiss_snapshot', ENGINE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    # Stdlib-only engine: imported as the plain file the backups role's job runs, without Ansible.
+    sys.path.insert(0, os.path.dirname(ENGINE))
+    import faiss_snapshot  # pylint: disable=import-outside-toplevel
+    return faiss_snapshot
 
 
 def build_set(directory, size_mib, indexes=4, dim=256):

@@ -37,9 +37,6 @@ description:
     scheduled job runs on the host.
   - Requires nothing but the Python standard library on the target, and Linux; faiss (C(faiss-cpu)) is used when present.
 
-author:
-  - multimodel.orchestration contributors (@multimodel)
-
 attributes:
   check_mode:
     support: full
@@ -132,6 +129,9 @@ seealso:
   - name: FAISS
     description: The similarity search library whose indexes are snapshotted.
     link: https://github.com/facebookresearch/faiss
+
+author:
+  - multimodel.orchestration contributors (@multimodel)
 """
 
 EXAMPLES = r"""

@@ -61,6 +61,20 @@ def tree(top):
     return found
 
 
+def fill_disk_at_copy(monkeypatch, number):
+    """Make the number-th file copy write half of its bytes, then fail with ENOSPC."""
+    real_copy, calls = fs._copy_data, []
+
+    def copy_until_full(fd_in, fd_out, size):
+        calls.append(size)
+        if len(calls) == number:
+            os.write(fd_out, b'\0' * (size // 2))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_copy(fd_in, fd_out, size)
+
+    monkeypatch.setattr(fs, '_copy_data', copy_until_full)
+
+
 @pytest.fixture
 def source(tmp_path):
     """A FAISS directory with two backend-layout indexes, one of the other layout, and a
@@ -277,16 +291,7 @@ def test_full_disk_leaves_no_partial_snapshot(source, root, monkeypatch, where):
     kept = fs.snapshot(source, root)['created']
     write_index(source, 'docs', 300, seed=5)
     if where == 'data':
-        real_copy, calls = fs._copy_data, []
-
-        def copy_until_full(fd_in, fd_out, size):
-            calls.append(size)
-            if len(calls) == 3:
-                os.write(fd_out, b'\0' * (size // 2))
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            return real_copy(fd_in, fd_out, size)
-
-        monkeypatch.setattr(fs, '_copy_data', copy_until_full)
+        fill_disk_at_copy(monkeypatch, 3)
     elif where == 'fsync':
         real_fsync = os.fsync
 
@@ -320,16 +325,7 @@ def test_full_disk_during_a_restore_leaves_the_live_files_as_they_were(source, r
     write_index(live, 'faq', 12, dim=8, seed=8)
     write_index(live, 'docs', 20, seed=8)
     before = tree(live)
-    real_copy, calls = fs._copy_data, []
-
-    def copy_until_full(fd_in, fd_out, size):
-        calls.append(size)
-        if len(calls) == 2:
-            os.write(fd_out, b'\0' * (size // 2))
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_copy(fd_in, fd_out, size)
-
-    monkeypatch.setattr(fs, '_copy_data', copy_until_full)
+    fill_disk_at_copy(monkeypatch, 2)
     with pytest.raises(fs.NoSpace, match='no space left in %s to restore snapshot .*; the live files are as before' % live):
         fs.restore(root, live)
     assert tree(live) == before  # no staging directory left either
