@@ -214,3 +214,19 @@ def test_a_busy_tier_is_429_with_retry_after(servers, backend, tiers, wait_until
     assert len(slow.chats()) == 1
     metrics = running.http.get('/metrics').text
     assert 'mmo_tier_rejected_total{tier="simple"} 1.0' in metrics
+
+
+@pytest.mark.parametrize('body, param, message', [
+    (b'{"model": "simple", "messages": [', None, 'the body is not valid JSON'),
+    (b'["simple"]', None, 'the body must be a JSON object'),
+    (b'{"messages": [{"role": "user", "content": "hi"}]}', 'model', "'model' is required"),
+    (b'{"model": "simple"}', 'messages', "'messages' must be a non-empty list"),
+    (b'{"model": "simple", "messages": [{"role": "user", "content": "hi"}], "stream_options": 1}',
+     'stream_options', "'stream_options' must be an object"),
+])
+def test_malformed_bodies_are_400_in_openai_shape(v1, body, param, message):
+    reply = v1.backend.http.post('/v1/chat/completions', content=body, headers={
+        'Authorization': 'Bearer ' + API_KEY, 'Content-Type': 'application/json'})
+    assert reply.status_code == 400, reply.text
+    error = reply.json()['error']
+    assert error['param'] == param and error['type'] == 'invalid_request_error' and message in error['message']
