@@ -72,6 +72,8 @@ build_images() {
   pids+=($!)
   "$here/build-app-images.sh" &
   pids+=($!)
+  "$here/build-monitoring-images.sh" &
+  pids+=($!)
   for pid in "${pids[@]}"; do
     wait "$pid" || status=1
   done
