@@ -70,6 +70,23 @@ def test_a_stream_that_breaks_after_the_200_is_not_replayed(servers, backend, ti
     assert not other.chats()
 
 
+def test_the_deadline_bounds_a_stream_too(servers, backend, tiers):
+    # Each token comes within the second, but the whole answer would take 4 s: one deadline.
+    slow = servers.llama('Q2_FAST_1', tokens=[f't{n} ' for n in range(8)], token_delay=0.5)
+    other = servers.llama('Q2_FAST_2')
+    running = backend(tiers([slow.url, other.url], [slow.url], [other.url]), request_timeout=1.0)
+    with connect(running.ws_url) as ws:
+        texts, error = ws_ask(ws, query='hi', mode='simple')
+    assert 0 < len(texts) < 8 and error['type'] == 'error'
+    assert error['message'] == "Q2_FAST_1: no answer within the query's deadline (1 s)"
+    assert not other.chats()
+    client = openai.OpenAI(base_url=running.url + '/v1', api_key='none', max_retries=0)
+    with pytest.raises(openai.APIError) as caught:
+        list(client.chat.completions.create(model='moderate', messages=[{'role': 'user', 'content': 'again'}],
+                                            stream=True))
+    assert caught.value.code == 'upstream_timeout'
+
+
 def test_stream_asks_for_usage_and_the_answer_reports_it(stack):
     with connect(stack.backend.ws_url) as ws:
         done = ws_ask(ws, query='hi', mode='simple')[1]
