@@ -266,18 +266,19 @@ def test_the_browser_logs_in_and_its_websocket_is_accepted_from_the_site_only(st
     assert pair == "mmo_key=" and "max-age=0" in attributes, (pair, attributes)
 
 
-@pytest.mark.parametrize("path, chunked", [("/api/query", False), ("/api/query", True),
-                                           ("/v1/chat/completions", False)],
+@pytest.mark.parametrize("path, chunked, status", [("/api/query", False, 413), ("/api/query", True, 411),
+                                                   ("/v1/chat/completions", False, 413)],
                          ids=["api", "api-chunked", "v1"])
-def test_a_1mb_body_is_refused_by_caddy_and_no_replica_restarts(stack, path, chunked):
-    """Caddy refuses it (caddy_request_body_max_size) before a replica reads it, and does not
-    hold it against the replicas: a refused body is the client's fault, and counted as a
-    replica's failure it would take the whole site out of rotation for fail_duration."""
+def test_a_1mb_body_is_refused_by_caddy_and_no_replica_restarts(stack, path, chunked, status):
+    """Caddy refuses it (caddy_request_body_max_bytes: 413 from its length; without a length,
+    chunked, 411) before a replica reads it, and does not hold it against the replicas: a
+    refused body is the client's fault, and counted as a replica's failure it would take the
+    whole site out of rotation for fail_duration."""
     stack.wait("no failure held against a replica", lambda: not any(stack.caddy_upstreams().values()), 15)
     before, refused = stack.started_at(), stack.metric("mmo_http_body_too_large_total")
     answer = stack.client("big", path, str(1024 * 1024), *(["chunked"] if chunked else []), timeout=60)
-    assert answer is not None and answer["status"] == 413, answer
-    assert answer["json"] is None, f"not Caddy's own 413 (the app's has a JSON body): {answer}"
+    assert answer is not None and answer["status"] == status, answer
+    assert answer["json"] is None, f"not Caddy's own answer (the app's has a JSON body): {answer}"
     assert stack.metric("mmo_http_body_too_large_total") == refused, "the body reached a replica"
     assert not any(stack.caddy_upstreams().values()), f"Caddy counts the refused body against the replicas: " \
         f"{stack.caddy_upstreams()}"
