@@ -79,10 +79,10 @@ def test_every_generated_target_is_up_with_its_labels(host):
     for job, address, labels in targets:
         by_job.setdefault(job, []).append((address, labels))
     instances = local_instances()
-    assert sorted(labels["instance"] for _, labels in by_job["llama"]) == sorted(i["name"] for i in instances)
+    assert sorted(labels["instance"] for dummy, labels in by_job["llama"]) == sorted(i["name"] for i in instances)
     assert len(by_job["backend"]) == 2
     assert {"caddy", "redis", "node", "prometheus"} <= set(by_job)
-    active = wait_all_up(host, [(job, address) for job, address, _ in targets])
+    active = wait_all_up(host, [(job, address) for job, address, dummy in targets])
     hostname = host.backend.get_hostname()
     for job, address, labels in targets:
         seen = active[(job, address)]["labels"]
@@ -94,7 +94,7 @@ def test_every_generated_target_is_up_with_its_labels(host):
     # The same through a query: every target's up is 1.
     ups = {(r["metric"]["job"], r["metric"]["instance"]): r["value"][1]
            for r in api(host, "/api/v1/query", query="up")["result"]}
-    assert all(ups[(job, labels["instance"])] == "1" for job, _, labels in targets), ups
+    assert all(ups[(job, labels["instance"])] == "1" for job, dummy, labels in targets), ups
     # redis_exporter reaches Redis with its password file.
     assert api(host, "/api/v1/query", query="redis_up")["result"][0]["value"][1] == "1"
 
