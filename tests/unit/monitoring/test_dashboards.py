@@ -128,20 +128,20 @@ def test_every_query_names_its_job(path):
 
 @pytest.mark.parametrize('path', DASHBOARDS, ids=os.path.basename)
 def test_dashboard_shows_what_the_issue_asks(path):
-    used = {name for _, target in _targets(_load(path)) for name, _ in SELECTOR.findall(target['expr'])}
+    used = {name for dummy, target in _targets(_load(path)) for name, dummy in SELECTOR.findall(target['expr'])}
     missing = [m for m in REQUIRED_METRICS[os.path.basename(path)] if m not in used]
     assert not missing, f'{os.path.basename(path)} does not show {missing}'
 
 
 def test_backend_dashboard_has_the_three_quantiles_per_tier():
-    exprs = [t['expr'] for _, t in _targets(_load(os.path.join(ROLE, 'files', 'dashboards', 'backend.json')))]
+    exprs = [t['expr'] for dummy, t in _targets(_load(os.path.join(ROLE, 'files', 'dashboards', 'backend.json')))]
     for quantile in ('0.5', '0.95', '0.99'):
         assert any(e.startswith(f'histogram_quantile({quantile}, sum by (tier, le)') for e in exprs), quantile
 
 
 def test_no_query_builds_on_kv_cache_metrics():
     for path in DASHBOARDS:
-        for _, target in _targets(_load(path)):
+        for dummy, target in _targets(_load(path)):
             assert 'kv_cache' not in target['expr']
 
 

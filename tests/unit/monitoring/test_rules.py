@@ -103,18 +103,18 @@ def test_every_alert_fires_in_a_unit_test():
             for case in test.get('alert_rule_test', []):
                 if case.get('exp_alerts'):
                     fired.add(case['alertname'])
-    missing = sorted({rule['alert'] for _, rule in _alerts()} - fired)
+    missing = sorted({rule['alert'] for dummy, rule in _alerts()} - fired)
     assert not missing, f'alerts never seen firing in rules_tests/: {missing}'
 
 
 def test_required_alerts_are_shipped():
-    names = [rule['alert'] for _, rule in _alerts()]
+    names = [rule['alert'] for dummy, rule in _alerts()]
     assert len(names) == len(set(names)), f'an alert name is used twice: {names}'
     missing = {name: what for name, what in REQUIRED_ALERTS.items() if name not in names}
     assert not missing, f'missing alerts: {missing}'
 
 
-@pytest.mark.parametrize('name,rule', [(r['alert'], r) for _, r in _alerts()], ids=lambda v: v if isinstance(v, str) else '')
+@pytest.mark.parametrize('name,rule', [(r['alert'], r) for dummy, r in _alerts()], ids=lambda v: v if isinstance(v, str) else '')
 def test_alert_has_severity_summary_and_runbook(name, rule):
     assert rule['labels']['severity'] in ('warning', 'critical'), name
     assert rule['labels'].get('component'), name
