@@ -20,12 +20,11 @@ import uuid
 
 import openai
 import pytest
+import yaml
 from stack_client import first_key
 
 CA = "/var/lib/multimodel/caddy/caddy/pki/authorities/local/root.crt"
 MODELS = {"simple", "moderate", "complex", "auto"}
-# The controller's copy of the sandbox's site key (inventories/local reads it).
-SANDBOX_KEY = os.path.join(os.environ.get("MMO_CACHE", "/var/cache/mmo-harness"), "secrets", "backend_api_key")
 FOREIGN = "https://evil.example"
 # One model server alone serves the complex level: what a query of that level holds is there.
 DEEP = "Q4_DEEP"
@@ -113,8 +112,15 @@ def ask(text):
     return [{"role": "user", "content": unique(text)}]
 
 
+def sandbox_key_file():
+    """The controller's copy of the sandbox's site key, where inventories/local reads it."""
+    path = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "inventories", "local", "group_vars", "all.yml")
+    with open(path, encoding="utf-8") as source:
+        return os.path.join(yaml.safe_load(source)["sandbox_artifacts"], "secrets", "backend_api_key")
+
+
 def test_the_site_key_is_the_sandboxs_readable_by_the_replicas_only(host, stack, api_key):
-    with open(SANDBOX_KEY, encoding="utf-8") as sandbox:
+    with open(sandbox_key_file(), encoding="utf-8") as sandbox:
         assert api_key == sandbox.read().strip(), "the host's api_keys file is not the sandbox's key"
     keys = host.file("/etc/multimodel/backend/api_keys")
     user = json.loads(host.check_output("docker inspect mmo-backend-1"))[0]["Config"]["User"]
