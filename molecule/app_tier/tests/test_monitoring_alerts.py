@@ -118,7 +118,8 @@ def test_fast_tier_degraded_then_down_reaches_the_webhook(host, sink, report):
         degraded = wait_for("LlamaTierDegraded firing for the simple tier",
                             lambda: firing(host, "LlamaTierDegraded", tier=TIER))
         assert degraded[0]["annotations"]["runbook"]
-        assert firing(host, "LlamaServerDown", instance=FAST[0])
+        wait_for(f"LlamaServerDown firing for {FAST[0]}", lambda: firing(host, "LlamaServerDown", instance=FAST[0]),
+                 timeout=30)
         assert not firing(host, "LlamaTierDown", tier=TIER)
         report("Monitoring alerts (app_tier)", ["step", "alert", "seconds"],
                [f"stop {FAST[0]}", "LlamaTierDegraded firing", f"{time.time() - start:.1f}"])
