@@ -55,8 +55,8 @@ PAIRS = (('.faiss', '.meta.json'), ('.index', '_metadata.json'))
 CHUNK = 8 << 20
 NAME_FORMAT = '%Y%m%dT%H%M%SZ'
 RENAME_EXCHANGE = 2
-# Index groups copied (and hashed) at once.
-WORKERS = max(1, min(4, os.cpu_count() or 1))
+# Index groups copied at once: each keeps two cores busy (the copy, and the sha256 beside it).
+WORKERS = max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 class SnapshotError(Exception):
