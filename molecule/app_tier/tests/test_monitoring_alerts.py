@@ -7,7 +7,9 @@ alertmanager_webhook_urls points) while it inhibits the replica alerts of that t
 them again resolves it. The local inventory lowers every rule's `for:` to seconds
 (prometheus_rules_for_max) and Alertmanager's group waits, so this takes seconds.
 """
+import hashlib
 import json
+import re
 import shlex
 import time
 import urllib.parse
@@ -19,6 +21,8 @@ ALERTMANAGER = "mmo-alertmanager"
 SINK = "mmo-alert-sink"
 SINK_URL = f"http://{SINK}:9099/alerts"
 SINK_IMAGE = "mmo/python-test:3.11"
+AM_CONFIG = "/etc/multimodel/alertmanager/alertmanager.yml"
+AM_TAGS = "alertmanager_configure,alertmanager_run"
 NETWORK = "mmo-internal"
 FAST = ["Q2_FAST_1", "Q2_FAST_2"]
 TIER = "simple"
@@ -60,10 +64,23 @@ def llama_up(host):
     return instant(host, 'up{job="llama"}')
 
 
-def alertmanager_alerts(host):
+def alertmanager(host, path):
+    """GET Alertmanager's PATH from the host, through the internal network's bridge."""
     address = host.check_output(
         f"docker inspect -f '{{{{(index .NetworkSettings.Networks \"{NETWORK}\").IPAddress}}}}' {ALERTMANAGER}")
-    return json.loads(host.check_output(f"curl -fsS -m 5 http://{address}:9093/api/v2/alerts"))
+    return host.check_output(f"curl -fsS -m 5 http://{address}:9093{path}")
+
+
+def alertmanager_alerts(host):
+    return json.loads(alertmanager(host, "/api/v2/alerts"))
+
+
+def alertmanager_state(host):
+    """The running container (Id, start) and the configuration it loaded (its hash, its text)."""
+    container = json.loads(host.check_output(f"docker inspect {ALERTMANAGER}"))[0]
+    loaded = re.search(r"^alertmanager_config_hash (\S+)$", alertmanager(host, "/metrics"), re.M).group(1)
+    return {"id": container["Id"], "started": container["State"]["StartedAt"], "hash": float(loaded),
+            "config": json.loads(alertmanager(host, "/api/v2/status"))["config"]["original"]}
 
 
 def received(host):
@@ -108,6 +125,31 @@ def test_alertmanager_config_passes_amtool(host):
                       f"check-config /c/alertmanager.yml")
     assert result.rc == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+def test_a_bad_alertmanager_config_fails_and_a_good_one_is_reloaded(host, playbook):
+    before = alertmanager_state(host)
+    live = host.file(AM_CONFIG).sha256sum
+    # The loaded configuration is the live file (the role decides the reload from this hash).
+    digest = hashlib.md5(host.file(AM_CONFIG).content).digest()  # nosec - Alertmanager's own hash
+    assert before["hash"] == float(int.from_bytes(digest[:6], "little"))
+
+    result = playbook("converge.yml", {"alertmanager_routes_extra": [{"receiver": "nowhere"}]}, tags=AM_TAGS)
+    assert result.returncode != 0
+    assert "amtool check-config" in result.flat and "undefined receiver" in result.flat
+    assert alertmanager_state(host) == before and host.file(AM_CONFIG).sha256sum == live
+
+    try:
+        result = playbook("converge.yml", {"alertmanager_repeat_interval": "3h"}, tags=AM_TAGS)
+        assert result.returncode == 0, result.stdout[-3000:]
+        after = alertmanager_state(host)
+        # Reloaded in place: the same container, started at the same time, another configuration.
+        assert (after["id"], after["started"]) == (before["id"], before["started"])
+        assert after["hash"] != before["hash"] and "repeat_interval: 3h" in after["config"]
+    finally:
+        restored = playbook("converge.yml", tags=AM_TAGS)
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    assert alertmanager_state(host)["hash"] == before["hash"]
 
 
 def test_fast_tier_degraded_then_down_reaches_the_webhook(host, sink, report):
