@@ -23,6 +23,8 @@ it for RemoteLoad (this client's load, run in the instance through docker exec) 
   stack_client.py timed SPEC         (queries one after another or in threads: see timed())
 """
 import base64
+import collections
+import concurrent.futures
 import json
 import os
 import select
@@ -327,8 +329,6 @@ def timed(spec):
     queries answered with spec["expect"] (default 200; in order), the statuses of the others,
     the first errors, the wall time."""
     run = uuid.uuid4().hex[:8]
-    counter, lock = iter(range(spec["requests"])), threading.Lock()
-    latencies, statuses, errors = [], {}, []
 
     def body(number):
         text = f"timed {run} {'cached' if spec.get('cached') else number}: tell me about tiny models"
@@ -349,30 +349,15 @@ def timed(spec):
 
     if spec.get("cached"):
         call(0)
-
-    def worker():
-        while True:
-            with lock:
-                number = next(counter, None)
-            if number is None:
-                return
-            seconds, status, text = call(number)
-            with lock:
-                if status == spec.get("expect", 200):
-                    latencies.append(round(seconds, 4))
-                else:
-                    statuses[str(status)] = statuses.get(str(status), 0) + 1
-                    if len(errors) < 5:
-                        errors.append(f"{status}: {text}")
-
-    threads = [threading.Thread(target=worker) for dummy in range(spec.get("concurrency", 1))]
     started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return {"latencies": latencies, "statuses": statuses, "errors": errors,
-            "seconds": round(time.perf_counter() - started, 3)}
+    with concurrent.futures.ThreadPoolExecutor(spec.get("concurrency", 1)) as pool:
+        results = list(pool.map(call, range(spec["requests"])))
+    seconds = time.perf_counter() - started
+    expect = spec.get("expect", 200)
+    other = [(status, text) for dummy, status, text in results if status != expect]
+    return {"latencies": [round(taken, 4) for taken, status, dummy in results if status == expect],
+            "statuses": dict(collections.Counter(str(status) for status, dummy in other)),
+            "errors": [f"{status}: {text}" for status, text in other[:5]], "seconds": round(seconds, 3)}
 
 
 class RemoteLoad:

@@ -12,6 +12,7 @@ certificate has), checking the certificate against Caddy's own CA.
 import json
 import os
 import socket
+import socketserver
 import ssl
 import subprocess
 import threading
@@ -30,51 +31,50 @@ FOREIGN = "https://evil.example"
 DEEP = "Q4_DEEP"
 
 
-class Relay:
+def pump(source, sink):
+    """Bytes from source to sink until either side ends; then both are closed."""
+    try:
+        while True:
+            data = source.recv(65536)
+            if not data:
+                break
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            end.close()
+
+
+class RelayHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        upstream = socket.create_connection(self.server.target, timeout=10)
+        upstream.settimeout(None)
+        back = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
+        back.start()
+        pump(self.request, upstream)
+        back.join()
+
+
+class Relay(socketserver.ThreadingTCPServer):
     """127.0.0.1:PORT on the controller, each connection relayed to `target` byte for byte
     (TLS end to end); closing one side closes the other at once, as a client gone would."""
 
+    daemon_threads = True
+
     def __init__(self, target):
         self.target = target
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                client, dummy = self.server.accept()
-            except OSError:  # closed
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=10)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self.pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def pump(source, sink):
-        try:
-            while True:
-                data = source.recv(65536)
-                if not data:
-                    break
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                try:
-                    end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                end.close()
+        super().__init__(("127.0.0.1", 0), RelayHandler)
+        self.port = self.server_address[1]
+        threading.Thread(target=self.serve_forever, daemon=True).start()
 
     def close(self):
-        self.server.close()
+        self.shutdown()
+        self.server_close()
 
 
 @pytest.fixture(scope="module")
