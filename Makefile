@@ -130,6 +130,7 @@ bench: collection ## benchmark tables (bench/), on real services
 	bash bench/run-fault-benches.sh
 	bash bench/run-api-benches.sh
 	bash bench/run-site-rerun.sh
+	$(BIN)/python bench/bench_snapshot.py
 
 clean: ## remove build/ (tarball, installed collection, sanity copy, logs, timings)
 	rm -rf build
