@@ -16,7 +16,6 @@ import socketserver
 import ssl
 import subprocess
 import threading
-import time
 import uuid
 
 import openai
@@ -328,7 +327,7 @@ def stream_then_leave(gpt, seconds):
     try:
         stream = gpt(timeout=seconds).chat.completions.create(
             model="complex", messages=ask("Write a very long story"), max_tokens=512, stream=True)
-        return f"answered: {[chunk for chunk in stream]}"
+        return f"answered: {list(stream)}"
     except Exception as error:  # pylint: disable=broad-except  # the timeout, whichever layer raises it
         return f"gave up: {error!r}"
 
