@@ -17,6 +17,7 @@ import urllib.parse
 import pytest
 
 PROMETHEUS = "mmo-prometheus"
+NETWORK = "mmo-internal"
 GRAFANA = "mmo-grafana"
 CONFIG_DIR = "/etc/multimodel/grafana"
 DASHBOARD_DIR = os.path.join(os.environ.get("MOLECULE_PROJECT_DIRECTORY", "."), "roles", "grafana", "files",
@@ -33,25 +34,34 @@ ALWAYS_THERE = ['up{job="llama"}', 'llamacpp:prompt_tokens_total{job="llama"}',
                 'node_filesystem_avail_bytes{job="node"}']
 
 
-def prometheus(host, path, **params):
-    """Prometheus' HTTP API from inside its container (POST: the queries are long): `data`."""
-    body = urllib.parse.urlencode(params)
-    out = host.check_output(f"docker exec {PROMETHEUS} wget -q -O - --post-data {shlex.quote(body)} "
-                            f"http://127.0.0.1:9090{path}")
-    answer = json.loads(out)
-    assert answer["status"] == "success", answer
-    return answer["data"]
+# Run on the host: POSTs each (path, params) to Prometheus (the host reaches it on the internal
+# network's bridge), prints the answers as one JSON list. One call for many queries.
+BATCH = """
+import json, sys, urllib.parse, urllib.request
+out = []
+for path, params in json.loads(sys.argv[2]):
+    body = urllib.parse.urlencode(params).encode()
+    with urllib.request.urlopen(sys.argv[1] + path, data=body, timeout=30) as answer:
+        out.append(json.load(answer))
+print(json.dumps(out))
+"""
 
 
-_SERIES = {}
+def prometheus(host, requests):
+    """The `data` of each (path, params) request to Prometheus' HTTP API, in order."""
+    address = host.check_output(
+        f"docker inspect -f '{{{{(index .NetworkSettings.Networks \"{NETWORK}\").IPAddress}}}}' {PROMETHEUS}")
+    out = host.check_output(f"python3 -c {shlex.quote(BATCH)} http://{address}:9090 {shlex.quote(json.dumps(requests))}")
+    answers = json.loads(out)
+    assert [a["status"] for a in answers] == ["success"] * len(requests), answers
+    return [a["data"] for a in answers]
 
 
-def series_count(host, selector):
-    """How many series the selector has (asked once per selector)."""
-    if selector not in _SERIES:
-        result = prometheus(host, "/api/v1/query", query=f"count({selector})")["result"]
-        _SERIES[selector] = int(float(result[0]["value"][1])) if result else 0
-    return _SERIES[selector]
+def series_counts(host, selectors):
+    """{selector: how many series it has now}."""
+    selectors = sorted(set(selectors))
+    data = prometheus(host, [("/api/v1/query", {"query": f"count({s})"}) for s in selectors])
+    return {s: int(float(d["result"][0]["value"][1])) if d["result"] else 0 for s, d in zip(selectors, data)}
 
 
 def dashboards():
@@ -68,19 +78,24 @@ def panel_queries():
 
 
 def test_the_stack_exports_the_metrics_the_dashboards_are_about(host):
-    missing = [selector for selector in ALWAYS_THERE if series_count(host, selector) == 0]
+    counts = series_counts(host, ALWAYS_THERE)
+    missing = [selector for selector in ALWAYS_THERE if counts[selector] == 0]
     assert not missing, f"no series in Prometheus for {missing}"
 
 
 def test_every_panel_query_answers_with_data_where_its_metrics_exist(host, report):
-    end = float(prometheus(host, "/api/v1/query", query="time()")["result"][1])
+    [now] = prometheus(host, [("/api/v1/query", {"query": "time()"})])
+    end = float(now["result"][1])
+    queries = [(name, title, ref, expr.replace("$__rate_interval", RATE_INTERVAL))
+               for name, title, ref, expr in panel_queries()]
+    # As Grafana asks: a range query over the last five minutes.
+    answers = prometheus(host, [("/api/v1/query_range", {"query": q, "start": end - 300, "end": end, "step": 15})
+                                for dummy, dummy, dummy, q in queries])
+    counts = series_counts(host, [f"{m}{{{matchers}}}" for *dummy, q in queries for m, matchers in SELECTOR.findall(q)])
     failures, empty = [], []
-    for name, title, ref, expr in panel_queries():
-        query = expr.replace("$__rate_interval", RATE_INTERVAL)
-        data = prometheus(host, "/api/v1/query_range", query=query, start=end - 300, end=end, step=15)
+    for (name, title, ref, query), data in zip(queries, answers):
         assert data["resultType"] == "matrix", (name, title)
-        absent = [f"{metric}{{{matchers}}}" for metric, matchers in SELECTOR.findall(query)
-                  if series_count(host, f"{metric}{{{matchers}}}") == 0]
+        absent = [f"{m}{{{matchers}}}" for m, matchers in SELECTOR.findall(query) if counts[f"{m}{{{matchers}}}"] == 0]
         series = len(data["result"])
         report("Grafana panel queries against Prometheus (app_tier)", ["dashboard", "panel", "ref", "series", "note"],
                [name, title, ref, str(series), ("not in this stack: " + ", ".join(absent)) if absent else ""])
