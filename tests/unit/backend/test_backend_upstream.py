@@ -145,3 +145,51 @@ def test_a_websocket_closing_mid_answer_cancels_the_generation(servers, backend,
         assert json.loads(ws.recv(timeout=10)) == {'type': 'token', 'text': 'token0 '}
     gone(slow, wait_until)
     assert running.query('next', mode='simple').json()['instance'] == 'Q2_FAST_2'
+
+
+class HangUp:
+    """A llama-server address that reads each request and closes the connection without a
+    byte of an answer (killed mid-request, or closing an idle connection as it is reused)."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.url = f'http://127.0.0.1:{self.listener.getsockname()[1]}'
+        self.hung_up = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(65536)
+                self.hung_up += 1
+
+    def close(self):
+        self.listener.close()
+
+
+@pytest.fixture
+def hang_up():
+    server = HangUp()
+    yield server
+    server.close()
+
+
+def test_a_connection_closed_before_any_answer_fails_over(servers, backend, tiers, hang_up):
+    # Nothing runs there for this query: the next instance answers it, streamed or not.
+    other = servers.llama('Q2_FAST_2')
+    running = backend(tiers([hang_up.url, other.url], [other.url], [other.url]))
+    # Round-robin: the first and third queries start on the one that hangs up.
+    for query in ('hi', 'its turn'):
+        reply = running.query(query, mode='simple')
+        assert reply.status_code == 200 and reply.json()['instance'] == 'Q2_FAST_2'
+    with connect(running.ws_url) as ws:
+        texts, done = ws_ask(ws, query='hi again', mode='simple')
+    assert done['type'] == 'done' and done['instance'] == 'Q2_FAST_2' and texts
+    assert hang_up.hung_up == 2 and len(other.chats()) == 3
+    assert 'mmo_upstream_failovers_total{instance="Q2_FAST_1",tier="simple"}' in running.http.get('/metrics').text

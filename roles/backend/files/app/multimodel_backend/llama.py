@@ -1,9 +1,12 @@
 """Calls to llama-server's OpenAI-compatible chat API, with round-robin and failover.
 
 Each query goes to the next instance of its tier in turn (round-robin, per worker
-process). It moves to the tier's next instance only when the query cannot have started
-running on this one: the connection failed (refused, connect or pool timeout) or the
-instance answered 5xx (503 while it loads its model) before the first byte of an answer.
+process). It moves to the tier's next instance only when the query cannot be running on
+this one: the connection failed (refused, connect or pool timeout), the instance closed the
+connection without sending a byte of an answer (it was killed, or it closed an idle pooled
+connection as it was reused: either way nothing runs there for this query, llama-server
+stops a request whose connection is gone), or it answered 5xx (503 while it loads its
+model) before the first byte of an answer.
 Every other failure after the request was sent ends the query (UpstreamError, 502): the
 generation may be running there, and replaying it would run it twice. A read timeout is
 UpstreamTimeout (504), not failed over either: a slow generation would run on every replica.
@@ -103,7 +106,15 @@ def _http_error(instance: Instance, response: httpx.Response) -> UpstreamError:
     return UpstreamError(instance, kind, reason, failover=response.status_code >= 500)
 
 
-def _transport_error(instance: Instance, exc: httpx.HTTPError) -> UpstreamError:
+def _transport_error(instance: Instance, exc: httpx.HTTPError, answered: bool = True) -> UpstreamError:
+    """The error of a failed call; ``answered`` once the response's status line was read.
+
+    A connection closed or reset before the status line (RemoteProtocolError "disconnected
+    without sending a response", ReadError, WriteError) fails over: nothing runs there for
+    this query any more. A read timeout is not one of them (TimeoutException: 504)."""
+    if not answered and isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+        return UpstreamError(instance, "connect", f"connection closed before an answer "
+                             f"({type(exc).__name__}: {exc or 'reset'})", failover=True)
     if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
         return UpstreamError(instance, "connect", f"connection timed out ({type(exc).__name__})", failover=True)
     if isinstance(exc, httpx.ConnectError):
@@ -217,14 +228,17 @@ class LlamaPool:
                          deadline: Deadline) -> Completion:
         body = self._body(instance, messages, params, False)
         url = f"{instance.url}/v1/chat/completions"
+        answered = False  # whether the status line came: what a failed call may fail over on
         try:
             async with asyncio.timeout(deadline.left(instance)):
-                response = await self.client.post(url, headers=self.headers, json=body,
-                                                  timeout=deadline.timeout(instance))
+                async with self.client.stream("POST", url, headers=self.headers, json=body,
+                                              timeout=deadline.timeout(instance)) as response:
+                    answered = True
+                    await response.aread()
         except TimeoutError:
             raise deadline.expired(instance) from None
         except httpx.HTTPError as exc:
-            raise _transport_error(instance, exc) from None
+            raise _transport_error(instance, exc, answered) from None
         if response.status_code != 200:
             raise _http_error(instance, response)
         try:
@@ -255,9 +269,11 @@ class LlamaPool:
     async def _stream_once(self, instance: Instance, messages: Messages, params: Params,
                            deadline: Deadline) -> AsyncGenerator[Delta, None]:
         body = self._body(instance, messages, params, True)
+        answered = False  # whether the status line came: what a failed call may fail over on
         try:
             async with self.client.stream("POST", f"{instance.url}/v1/chat/completions", headers=self.headers,
                                           json=body, timeout=deadline.timeout(instance)) as response:
+                answered = True
                 if response.status_code != 200:
                     await response.aread()
                     raise _http_error(instance, response)
@@ -277,7 +293,7 @@ class LlamaPool:
                     for delta in _sse_deltas(instance, line):
                         yield delta
         except httpx.HTTPError as exc:  # only a connection error (before the 200) fails over
-            raise _transport_error(instance, exc) from None
+            raise _transport_error(instance, exc, answered) from None
         # The stream ended without [DONE]: the server went away mid-answer.
         raise UpstreamError(instance, "stream", "stream ended before [DONE]")
 
