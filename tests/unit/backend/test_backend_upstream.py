@@ -162,7 +162,7 @@ class HangUp:
     def _serve(self):
         while True:
             try:
-                connection, _ = self.listener.accept()
+                connection = self.listener.accept()[0]
             except OSError:
                 return
             with connection:
