@@ -185,14 +185,20 @@ def _scan(top):
                 if entry.name.startswith(EXCLUDED_PREFIX):
                     continue
                 rel = prefix + entry.name
-                st = entry.stat(follow_symlinks=False)
-                if stat.S_ISLNK(st.st_mode):
-                    found[rel] = ('symlink', os.readlink(entry.path))
-                elif stat.S_ISDIR(st.st_mode):
-                    found[rel] = ('dir', st)
-                    walk(entry.path, rel + '/')
-                elif stat.S_ISREG(st.st_mode):
-                    found[rel] = ('file', st)
+                # A writer renames its temporary file away between the listing and the
+                # stat: a name that is gone is not part of what this scan sees (the
+                # scan before the copy and the one after it then differ, so it retries).
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISLNK(st.st_mode):
+                        found[rel] = ('symlink', os.readlink(entry.path))
+                    elif stat.S_ISDIR(st.st_mode):
+                        found[rel] = ('dir', st)
+                        walk(entry.path, rel + '/')
+                    elif stat.S_ISREG(st.st_mode):
+                        found[rel] = ('file', st)
+                except FileNotFoundError:
+                    continue
 
     walk(top, '')
     return found

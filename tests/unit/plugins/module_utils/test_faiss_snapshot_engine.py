@@ -245,6 +245,32 @@ def test_snapshots_under_a_busy_writer_never_mix_generations(source, root):
     assert all(fs.verify(root, name)['ok'] for name in taken)
 
 
+def test_a_file_renamed_away_between_listing_and_stat_is_not_an_error(source, root, monkeypatch):
+    """The writer's temporary file is listed, then renamed into place before the scan reads it:
+    the snapshot goes on without it (what the busy-writer test hits by chance, here every time)."""
+    tmp = os.path.join(source, 'docs.faiss.tmp')
+    shutil.copy(os.path.join(source, 'docs.faiss'), tmp)
+    real_scandir = os.scandir
+
+    class Listing:
+        def __init__(self, path):
+            self.entries = list(real_scandir(path))
+            if os.path.exists(tmp):
+                os.unlink(tmp)  # gone after the listing, before any stat
+
+        def __enter__(self):
+            return iter(self.entries)
+
+        def __exit__(self, *exc):
+            return False
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fs.os, 'scandir', lambda path: Listing(path) if path == source else real_scandir(path))
+        result = fs.snapshot(source, root)
+    assert result['created'] and 'docs.faiss.tmp' not in tree(result['path'])
+    assert 'data/docs.faiss' in tree(result['path'])
+
+
 def test_an_index_unchanged_since_the_last_snapshot_is_not_loaded_again(source, root, monkeypatch):
     first = fs.snapshot(source, root)
     os.utime(os.path.join(source, 'docs.faiss'))  # a new mtime, the same bytes
