@@ -35,7 +35,15 @@ start_dockerd() {
   log "starting dockerd"
   mkdir -p /var/log
   # No systemd on this host: run the daemon in the background, detached from this shell.
-  setsid nohup dockerd >/var/log/dockerd.log 2>&1 </dev/null &
+  # It outlives this script, so it gets none of the caller's other open files: a lock taken
+  # by `flock FILE make host` would otherwise stay held for as long as dockerd runs.
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ] && [ "$fd" -lt 255 ]; then eval "exec $fd>&-"; fi
+    done
+    exec setsid nohup dockerd >/var/log/dockerd.log 2>&1 </dev/null
+  ) &
   local _
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && return 0
