@@ -130,6 +130,16 @@ class RedisSwitch:
             except OSError:
                 pass
 
+    def drop_connections(self):
+        """Close every connection as a restarting Redis does (the listener stays)."""
+        held, self.held = self.held, []
+        for sock in held:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
     def close(self):
         self.listener.close()
         for sock in self.held:

@@ -108,7 +108,7 @@ def test_a_malformed_entry_is_a_miss(redis_db):
     assert value(metrics, 'mmo_cache_errors_total') == 0 and value(metrics, 'mmo_cache_hits_total') == 1
 
 
-def test_redis_dropping_connections_is_tried_once_then_skipped(redis_db, redis_switch):
+def test_redis_dropping_connections_is_tried_on_a_new_connection_then_skipped(redis_db, redis_switch):
     clock = Clock()
 
     async def scenario():
@@ -118,15 +118,16 @@ def test_redis_dropping_connections_is_tried_once_then_skipped(redis_db, redis_s
             assert await cache.get('mmo:v2:answer:k') is None
         cache.set('mmo:v2:answer:k', {'answer': 'x'})
         await cache.flush()
-        # One connection: no retry, and the breaker skipped the 9 other reads and the write.
-        assert redis_switch.connections == 1
+        # A dropped connection is tried once more on a new one, then the breaker skipped the
+        # 9 other reads and the write.
+        assert redis_switch.connections == 2
         assert (value(metrics, 'mmo_cache_errors_total'), value(metrics, 'mmo_cache_skipped_total')) == (1, 10)
 
         # Redis is back; the breaker lets one call probe it once breaker_seconds have passed.
         redis_switch.mode = 'forward'
         redis_db.client.set('mmo:v2:answer:k', '{"answer": "cached"}')
         clock.now += 4.9
-        assert await cache.get('mmo:v2:answer:k') is None and redis_switch.connections == 1
+        assert await cache.get('mmo:v2:answer:k') is None and redis_switch.connections == 2
         clock.now += 0.2
         assert await cache.get('mmo:v2:answer:k') == {'answer': 'cached'}
         assert await cache.get('mmo:v2:answer:k') == {'answer': 'cached'}  # closed again
@@ -135,6 +136,26 @@ def test_redis_dropping_connections_is_tried_once_then_skipped(redis_db, redis_s
 
     metrics = run(scenario())
     assert value(metrics, 'mmo_cache_hits_total') == 2 and value(metrics, 'mmo_cache_errors_total') == 1
+
+
+def test_the_first_read_after_a_redis_restart_is_a_hit(redis_db, redis_switch):
+    """Redis restarted: the pooled connection is dead. The read connects anew and hits, instead
+    of missing and opening the breaker (the answer cache lost for breaker_seconds)."""
+    async def scenario():
+        cache, metrics = make_cache(redis_switch.url(redis_db.password), Clock())
+        redis_db.client.set('mmo:v2:answer:k', '{"answer": "cached"}')
+        assert await cache.get('mmo:v2:answer:k') == {'answer': 'cached'}
+        redis_switch.drop_connections()
+        assert await cache.get('mmo:v2:answer:k') == {'answer': 'cached'}
+        cache.set('mmo:v2:answer:j', {'answer': 'stored'})
+        await cache.flush()
+        await cache.aclose()
+        return metrics
+
+    metrics = run(scenario())
+    assert redis_db.client.get('mmo:v2:answer:j') == '{"answer": "stored"}'
+    assert redis_switch.connections == 2
+    assert (value(metrics, 'mmo_cache_hits_total'), value(metrics, 'mmo_cache_errors_total')) == (2, 0)
 
 
 def test_a_hung_redis_costs_one_deadline_then_is_skipped(redis_db, redis_switch):

@@ -1,7 +1,8 @@
 """The Redis answer cache: an optimisation that must never slow an answer down.
 
 Redis slow, refused or black-holed (a listener that never answers) costs a query at most
-MMO_REDIS_TIMEOUT once: every call has that hard deadline, the client never retries, and
+MMO_REDIS_TIMEOUT once: every call has that hard deadline, the client does not retry (but
+for one new connection in place of a pooled one Redis closed, within the same deadline), and
 after a failure a breaker skips Redis for MMO_REDIS_BREAKER_SECONDS, then lets one call
 probe it. Writes run in the background (the answer does not wait for them). A malformed
 entry (not JSON, not an object) is a miss. Keys are versioned ("mmo:v2:"): the material a
@@ -19,6 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from .config import Settings
@@ -32,6 +34,8 @@ PING_TIMEOUT = 2.0
 MAX_PENDING_WRITES = 64  # background writes in flight at most; more are dropped (counted as skipped)
 # What a failed Redis call raises: redis-py's errors, socket errors, and our deadline.
 FAILURES = (RedisError, OSError, TimeoutError)
+# A connection Redis closed or reset (a pooled one after Redis restarted: no answer was started).
+DROPPED = (RedisConnectionError, ConnectionError)
 
 
 class AnswerCache:
@@ -93,13 +97,23 @@ class AnswerCache:
             return f"TimeoutError: no answer within {timeout or self.timeout} s"
         return redact(f"{type(exc).__name__}: {exc}", self._secrets)
 
+    async def _call(self, command: Callable[[], Any]) -> Any:
+        """command() under the deadline. A dropped connection is tried once more: redis-py
+        threw the dead one away, so the second try connects anew. That tells a Redis that
+        restarted (every pooled connection is dead, the first query after it would miss)
+        from one that is gone (refused again at once); a hung Redis is a timeout, not retried."""
+        async with asyncio.timeout(self.timeout):
+            try:
+                return await command()
+            except DROPPED:
+                return await command()
+
     async def get(self, key: str) -> dict[str, Any] | None:
         """The entry, or None: a miss, a malformed entry, Redis failing or skipped. Never raises."""
         if not self.ttl or not self._enter():
             return None
         try:
-            async with asyncio.timeout(self.timeout):
-                raw = await self.redis.get(key)
+            raw = await self._call(lambda: self.redis.get(key))
         except FAILURES as exc:
             self._failed("read", exc)
             return None
@@ -139,8 +153,7 @@ class AnswerCache:
 
     async def _write(self, key: str, data: str) -> None:
         try:
-            async with asyncio.timeout(self.timeout):
-                await self.redis.set(key, data, ex=self.ttl)
+            await self._call(lambda: self.redis.set(key, data, ex=self.ttl))
         except FAILURES as exc:
             self._failed("write", exc)
         else:
