@@ -7,6 +7,10 @@ import time
 import uuid
 
 FAULTS = "Fault battery: queries through Caddy while each fault happens"
+# Back after a host restart too, though not on the query path: the monitoring and backup
+# containers and units (a reload must not have turned a container's restart policy off).
+MONITORING_CONTAINERS = ["mmo-prometheus", "mmo-alertmanager", "mmo-redis-exporter"]
+MONITORING_UNITS = ["prometheus-node-exporter", "mmo-backup.timer"]
 COLUMNS = ("fault", "queries ok", "failed", "recovery s", "recovery is")
 
 
@@ -112,7 +116,8 @@ def test_host_restart(stack, report, host_json):
     """The whole sandbox host restarts (systemd inside): every service comes back by itself,
     with no Ansible run: units active and healthy, the same containers healthy, a query
     through Caddy answered. One probe query a second counts the failed ones."""
-    containers = {c["Name"].lstrip("/"): c["Id"] for c in host_json("docker inspect " + " ".join(stack.containers))}
+    names = stack.containers + MONITORING_CONTAINERS
+    containers = {c["Name"].lstrip("/"): c["Id"] for c in host_json("docker inspect " + " ".join(names))}
     began = time.time()
     # Every unit has stopped within seconds of the halt; what is left then is systemd's final
     # kill of the processes of containers live-restore leaves running (one that ignores
@@ -125,16 +130,16 @@ def test_host_restart(stack, report, host_json):
     while missing:
         assert time.time() - up < 300, f"the stack did not come back within 300 s: {missing}"
         time.sleep(1)
-        missing = _not_back(stack, probes)
+        missing = _not_back(stack, probes, names)
     recovery = time.time() - up
     report(FAULTS, COLUMNS, (f"docker restart {stack.name} (the host)", probes["ok"], probes["failed"],
                              f"{recovery:.1f}", f"boot -> all healthy, a query answered (restart command "
                              f"{up - began:.1f} s; queries: probes 1/s)"))
-    again = {c["Name"].lstrip("/"): c["Id"] for c in host_json("docker inspect " + " ".join(stack.containers))}
+    again = {c["Name"].lstrip("/"): c["Id"] for c in host_json("docker inspect " + " ".join(names))}
     assert again == containers, "containers were recreated: something else than the restart ran"
 
 
-def _not_back(stack, probes):
+def _not_back(stack, probes, containers):
     """What is not back yet after the host restart (empty when everything is); counts the
     probe query through Caddy."""
     answer = stack.client("post", "/api/query", '{"query": "are you back %s", "mode": "simple", "max_tokens": 8}'
@@ -147,4 +152,6 @@ def _not_back(stack, probes):
     missing += [f"llama-server@{name}" for name in stack.llama_ports
                 if stack.host.run(f"systemctl is-active llama-server@{name}").stdout.strip() != "active"
                 or not stack.llama_healthy(name)]
-    return missing + [name for name in stack.containers if stack.container_health(name) != "healthy"]
+    missing += [unit for unit in MONITORING_UNITS
+                if stack.host.run(f"systemctl is-active {unit}").stdout.strip() != "active"]
+    return missing + [name for name in containers if stack.container_health(name) != "healthy"]
