@@ -38,7 +38,7 @@ start_dockerd() {
   # It outlives this script, so it gets none of the caller's other open files: a lock taken
   # by `flock FILE make host` would otherwise stay held for as long as dockerd runs.
   (
-    for fd in /proc/$BASHPID/fd/*; do
+    for fd in "/proc/$BASHPID/fd/"*; do
       fd=${fd##*/}
       if [ "$fd" -gt 2 ] && [ "$fd" -lt 255 ]; then eval "exec $fd>&-"; fi
     done
