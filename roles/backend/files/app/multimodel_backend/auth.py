@@ -7,9 +7,11 @@ request came over https. Keys are compared in constant time with every configure
 /health, /health/ready and /metrics need no key: only /health is routed by the proxy.
 
 Both middlewares are pure ASGI: a refused request never reaches the routes, and its body is
-not read (a 413 comes before any parsing).
+never parsed (the 401 or 413 comes first; the rest of a refused body is read and thrown away,
+within bounds, so that the client gets the answer rather than a connection reset).
 """
 
+import asyncio
 import hmac
 import json
 from collections.abc import Iterable
@@ -25,6 +27,9 @@ COOKIE_MAX_AGE = 30 * 24 * 3600  # the browser asks for the key again after 30 d
 LOGIN, LOGOUT = "/api/login", "/api/logout"
 # The proxy adds this; without a proxy (tests, direct access) the connection's own scheme counts.
 FORWARDED_PROTO = b"x-forwarded-proto"
+# How much of a refused body is read and discarded before the 401 or 413 (see discard_body).
+DISCARD_MAX_BYTES = 16 * 1024 * 1024
+DISCARD_MAX_SECONDS = 5.0
 
 
 def protected(path: str) -> bool:
@@ -129,6 +134,7 @@ class AuthMiddleware:
                    "at POST /api/login)" if reason == "missing" else "invalid API key")
         if scope["type"] == "websocket":
             return await self._refuse_websocket(scope, send, message)
+        await discard_body(scope, receive)
         await send_json(send, 401, error_body(scope["path"], 401, message, "invalid_api_key"),
                         [(b"www-authenticate", b"Bearer")])
 
@@ -142,6 +148,35 @@ class AuthMiddleware:
             await send({"type": "websocket.http.response.body", "body": data})
         else:  # the server answers 403 to a close before accept
             await send({"type": "websocket.close", "code": 1008, "reason": ""})
+
+
+async def discard_body(scope: Scope, receive: Receive) -> None:
+    """Read and throw away the rest of a request body we refuse, before answering.
+
+    The client is still sending it: a connection closed with its bytes unread is reset by the
+    kernel, and the client may lose the answer already sent (httpx: "connection reset by
+    peer" instead of the 401 or 413). nginx's lingering close does the same, within bounds:
+    a client that asked for 100-continue sends nothing until told to; one that sends more than
+    DISCARD_MAX_BYTES, or slower than DISCARD_MAX_SECONDS, gets the answer at once.
+    """
+    if (header(scope, b"expect") or "").strip().lower() == "100-continue":
+        return
+    length = header(scope, b"content-length")
+    if length is not None and length.strip().isdigit() and int(length) > DISCARD_MAX_BYTES:
+        return
+
+    async def read_rest() -> None:
+        discarded = 0
+        while discarded <= DISCARD_MAX_BYTES:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+            discarded += len(message.get("body", b""))
+
+    try:
+        await asyncio.wait_for(read_rest(), DISCARD_MAX_SECONDS)
+    except asyncio.TimeoutError:
+        pass
 
 
 class BodyLimitMiddleware:
@@ -163,6 +198,7 @@ class BodyLimitMiddleware:
             return await self.app(scope, receive, send)
         length = header(scope, b"content-length")
         if length is not None and length.strip().isdigit() and int(length) > self.max_bytes:
+            await discard_body(scope, receive)
             return await self._too_large(scope, send)
         received, too_large, started = 0, False, False
 
@@ -191,4 +227,5 @@ class BodyLimitMiddleware:
             if not too_large or started:
                 raise  # the app saw a disconnect it would not have seen otherwise: only then ours to handle
         if too_large and not started:
+            await discard_body(scope, receive)
             await self._too_large(scope, send)
