@@ -42,6 +42,14 @@ class PlaybookRun(subprocess.CompletedProcess):
         """The host's recap counters (ok, changed, failures, skipped, ...), as numbers."""
         return self.results["stats"][self.hostname]
 
+    def result(self, task):
+        """This host's result of the first task named `task` (the role's name before it aside)."""
+        for play in self.results["plays"]:
+            for entry in play["tasks"]:
+                if entry["task"]["name"].rsplit(" : ", 1)[-1] == task and self.hostname in entry["hosts"]:
+                    return entry["hosts"][self.hostname]
+        raise AssertionError(f"no task named {task!r} ran on {self.hostname}")
+
     def changed(self, task):
         """Whether the task named `task` (the role's name before it aside) reported a change."""
         return any(
@@ -51,7 +59,7 @@ class PlaybookRun(subprocess.CompletedProcess):
             for result in entry["hosts"].values())
 
 
-def run_playbook(host, playbook, extra_vars=None, check=False, tags=None, as_json=False):
+def run_playbook(host, playbook, extra_vars=None, check=False, tags=None, as_json=False, diff=False):
     """Run a playbook of the current scenario against one instance from the controller.
 
     Returns a PlaybookRun. By default stdout is the console output with stderr in it, so a
@@ -71,6 +79,8 @@ def run_playbook(host, playbook, extra_vars=None, check=False, tags=None, as_jso
         cmd += ["--extra-vars", json.dumps(extra_vars)]
     if check:
         cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
     if tags:
         cmd += ["--tags", tags]
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
@@ -150,10 +160,10 @@ def host_json(host):
 
 @pytest.fixture
 def playbook(host):
-    """playbook(name, extra_vars=None, check=False, tags=None, as_json=False) -> PlaybookRun,
-    against this host."""
-    def _run(name, extra_vars=None, check=False, tags=None, as_json=False):
-        return run_playbook(host, name, extra_vars, check, tags, as_json)
+    """playbook(name, extra_vars=None, check=False, tags=None, as_json=False, diff=False) ->
+    PlaybookRun, against this host."""
+    def _run(name, extra_vars=None, check=False, tags=None, as_json=False, diff=False):
+        return run_playbook(host, name, extra_vars, check, tags, as_json, diff)
     return _run
 
 

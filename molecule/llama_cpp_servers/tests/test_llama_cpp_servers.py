@@ -27,6 +27,15 @@ FOUR = [
     {"name": "Q3_SYNTH", "port": 8082, "model": "q3", "alias": "q3-synth", "ctx_size": 24576, "threads": 8, "complexity": "moderate"},
     {"name": "Q4_DEEP", "port": 8083, "model": "q4", "alias": "q4-deep", "ctx_size": 32768, "threads": 10, "complexity": "complex"},
 ]
+# converge.yml's llama_cpp_servers_instance_defaults.
+SCENARIO_DEFAULTS = {"parallel": 2, "gpu_layers": 0, "flash_attn": "auto", "batch_size": 512, "ubatch_size": 256,
+                     "extra_args": [], "environment": {"LLAMA_LOG_COLORS": "off"}, "cpu_quota": "100%",
+                     "memory_max": "512M", "memory_low": "64M"}
+# Faked GPUs for placement: a tiny model's instance offloading every layer needs about 520 MiB
+# (1 MiB of weights, 8-16 MiB of K/V, 512 MiB of overhead), so two fit on one of these.
+FAKE_GPU = {"name": "fake", "memory_mib": 1500}
+ON_FAKE_GPUS = {"llama_cpp_servers_gpu_backend": "cuda",
+                "llama_cpp_servers_instance_defaults": dict(SCENARIO_DEFAULTS, gpu_layers=999)}
 
 
 def curl(host, path, port, key=KEY, data=None):
@@ -322,11 +331,38 @@ def test_value_that_cannot_work_is_refused_before_any_change(host, playbook, ext
     before = config_state(host)
     defaults = extra_vars.get("llama_cpp_servers_instance_defaults")
     if defaults is not None:  # over the scenario's own defaults
-        base = {"parallel": 2, "gpu_layers": 0, "flash_attn": "auto", "batch_size": 512, "ubatch_size": 256,
-                "extra_args": [], "environment": {"LLAMA_LOG_COLORS": "off"}, "cpu_quota": "100%",
-                "memory_max": "512M", "memory_low": "64M"}
-        extra_vars = dict(extra_vars, llama_cpp_servers_instance_defaults=dict(base, **defaults))
+        extra_vars = dict(extra_vars, llama_cpp_servers_instance_defaults=dict(SCENARIO_DEFAULTS, **defaults))
     result = playbook("converge.yml", extra_vars)
     assert result.returncode != 0
     assert message in result.flat, result.stdout[-3000:]
+    assert config_state(host) == before
+
+
+def test_gpu_placement_in_check_mode_on_faked_gpus(host, playbook):
+    before = config_state(host)
+    two_gpus = [dict(FAKE_GPU, index=0), dict(FAKE_GPU, index=1)]
+    result = playbook("converge.yml", dict(ON_FAKE_GPUS, llama_cpp_servers_gpus=two_gpus),
+                      check=True, diff=True, as_json=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    placement = result.result("Place the instances on this host's GPUs")
+    assert placement["changed"] is False
+    devices = {name: entry["devices"] for name, entry in placement["placement"].items()}
+    # Largest first, each on the roomier GPU: the two fast replicas end on different GPUs.
+    assert sorted(devices.values()) == ["0", "0", "1", "1"] and devices["Q2_FAST_1"] != devices["Q2_FAST_2"]
+    assert placement["models"]["q2"]["architecture"] == "llama"  # read from the HTTP mirror, q3 on the controller
+    # The environment files a real run would write.
+    for item in result.result("Write each instance's environment file")["results"]:
+        diffs = item["diff"] if isinstance(item["diff"], list) else [item["diff"]]
+        after = "".join(d.get("after", "") for d in diffs)
+        assert f'CUDA_VISIBLE_DEVICES="{devices[item["_instance"]["name"]]}"' in after, diffs
+    assert config_state(host) == before
+
+
+def test_instances_that_do_not_fit_the_gpus_are_refused_before_any_change(host, playbook):
+    before = config_state(host)
+    result = playbook("converge.yml", dict(ON_FAKE_GPUS, llama_cpp_servers_gpus=[dict(FAKE_GPU, index=0)]))
+    assert result.returncode != 0
+    # Q4_DEEP and Q3_SYNTH (the largest) fit on the one GPU; the replicas do not.
+    assert "The instances do not fit on this host's GPUs: instance Q2_FAST_1 needs" in result.flat, result.stdout[-3000:]
+    assert "instance Q2_FAST_2 needs" in result.flat and "DOES NOT FIT" in result.flat
     assert config_state(host) == before
