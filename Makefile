@@ -31,7 +31,7 @@ MOLECULE_JOBS ?= 3
 # time a stage and record it: $(call timed,NAME,COMMAND)
 timed = start=$$(date +%s); $(2); printf '%-28s %5ss\n' '$(1)' $$(( $$(date +%s) - start )) >>$(TIMINGS)
 
-.PHONY: help setup host host-packages host-images lint docs sanity units collection ready-hosts molecule test up down bench clean
+.PHONY: help setup host host-packages host-images lint docs sanity units collection ee ready-hosts molecule test up down bench clean
 
 help: ## list the targets (this list)
 	@echo 'usage: make TARGET   (make up: the quick start; make test: everything CI runs)'
@@ -67,6 +67,18 @@ lint: collection ## yamllint, ansible-lint, role checks, README variable tables,
 	  ANSIBLE_INVENTORY_UNPARSED_FAILED=true ansible-playbook --syntax-check -i $$inventory site.yml --vault-password-file inventories/example/vault-password.example; \
 	done
 	bash tests/integration/checkout_run.sh
+	$(MAKE) --no-print-directory ee
+
+# ansible-builder writes the build context only (no registry here to pull the base image
+# from); the checks: the collection's tarball is in it for the Containerfile to install, and
+# the builder's introspection finds meta/execution-environment.yml's system packages.
+ee: collection ## the execution environment's build context in build/ee (execution-environment.yml)
+	rm -rf build/ee build/ee-collections && mkdir -p build/ee-collections && cp $(TARBALL) build/ee-collections/
+	ansible-builder create -f execution-environment.yml -c build/ee --output-filename Containerfile
+	test -f build/ee/_build/collections/$(notdir $(TARBALL))
+	grep -q 'collection install --offline --no-deps .* /build/collections/\*.tar.gz' build/ee/Containerfile
+	ansible-builder introspect --sanitize $(COLLECTIONS) | tee build/ee/introspect.yml
+	grep -q 'openssh-client \[platform:dpkg\]  # from collection multimodel.orchestration' build/ee/introspect.yml
 
 docs: setup ## write each role README's variable tables from its meta/argument_specs.yml
 	$(BIN)/python tests/lint/role_docs.py --write
