@@ -326,6 +326,8 @@ def test_interrupted_rollout_finishes_on_the_next_run(host, playbook):
      "llama_cpp_servers_api_key is empty, but instance 'Q2_FAST_1' listens on"),
     ({"llama_cpp_servers_instance_defaults": {"memory_max": "12 GB"}},
      "memory_max must be empty, bytes with an optional K, M, G, T, P or E suffix"),
+    ({"llama_cpp_servers_journal_max_use": "2 GB"},
+     "llama_cpp_servers_journal_max_use must be bytes with an optional K, M, G or T suffix (base 1024), e.g. 2G"),
 ])
 def test_value_that_cannot_work_is_refused_before_any_change(host, playbook, extra_vars, message):
     before = config_state(host)
@@ -366,3 +368,14 @@ def test_instances_that_do_not_fit_the_gpus_are_refused_before_any_change(host, 
     assert "The instances do not fit on this host's GPUs: instance Q2_FAST_1 needs" in result.flat, result.stdout[-3000:]
     assert "instance Q2_FAST_2 needs" in result.flat and "DOES NOT FIT" in result.flat
     assert config_state(host) == before
+
+
+def test_the_journal_is_persistent_and_bounded(host):
+    conf = host.file("/etc/systemd/journald.conf.d/50-multimodel.conf").content_string
+    assert "Storage=persistent" in conf and "SystemMaxUse=256M" in conf and "SystemKeepFree=64M" in conf
+    # journald runs with it: the journal is on disk, and its own report names the cap.
+    assert host.file("/var/log/journal").is_directory
+    report = host.check_output("journalctl -b -u systemd-journald --no-pager -o cat | grep 'System Journal' | tail -1")
+    assert report.startswith("System Journal (/var/log/journal/") and "max 256.0M" in report, report
+    # The instances log there.
+    assert host.check_output("journalctl -u llama-server@Q2_FAST_1 -q --no-pager -o cat | head -1")
