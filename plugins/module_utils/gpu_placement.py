@@ -105,9 +105,9 @@ def place(instances, gpus, reserve_mib, overhead_mib, env_name="CUDA_VISIBLE_DEV
                             f"K/V {entry['kv_mib']}, overhead {entry['overhead_mib']}); the GPU with the most room "
                             f"left has {max(most, 0)} MiB")
 
-    # Only pinned instances can overfill a GPU (the others go where they fit).
+    # Only pinned instances can overfill a GPU (the others go where they fit, or are named above).
     for index, room in free.items():
-        if room < 0:
+        if room < 0 and pinned_on[index]:
             problems.append(f"GPU {index} is short of {-room} MiB for the instances pinned to it "
                             f"({', '.join(pinned_on[index])})")
 

@@ -114,3 +114,10 @@ def test_the_table():
         'GPU  name  memory MiB  reserve MiB  free after placement MiB',
         '0    L4    23034       256          16903',
     ]
+
+
+def test_a_reserve_larger_than_the_gpu_leaves_no_room():
+    placement, report, problems = place([instance('A')], [{'index': 0, 'memory_mib': 4096}], 8192, 512)
+    assert placement['A']['devices'] is None and report[0]['free_mib'] == 4096 - 8192
+    assert problems == [f"instance A needs {4467 + 896 + 512} MiB (weights 4467, K/V 896, overhead 512); the GPU with "
+                        "the most room left has 0 MiB"]
