@@ -33,17 +33,8 @@ description:
 author:
   - multimodel.orchestration contributors (@multimodel)
 
-attributes:
-  check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
-    support: full
-    details:
-      - The module computes the same placement in check mode, since it changes nothing.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
-    support: none
-    details:
-      - The module does not change anything, so there is nothing to diff.
+extends_documentation_fragment:
+  - multimodel.orchestration.read_only
 
 options:
   instances:

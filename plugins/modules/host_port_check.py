@@ -30,17 +30,8 @@ description:
 author:
   - multimodel.orchestration contributors (@multimodel)
 
-attributes:
-  check_mode:
-    support: full
-    description: Can run in check mode and return changed status prediction without modifying target.
-    details:
-      - The module reads the same engine and sockets in check mode, and changes nothing either way.
-  diff_mode:
-    support: none
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
-    details:
-      - Nothing is ever changed, so no diff is returned.
+extends_documentation_fragment:
+  - multimodel.orchestration.read_only
 
 options:
   ports:
