@@ -49,7 +49,7 @@ import os
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
-from ansible_collections.multimodel.orchestration.plugins.module_utils.gguf import GGUFError, shape
+from ansible_collections.multimodel.orchestration.plugins.module_utils.gguf import GGUFError, shape_of_file
 
 
 class LookupModule(LookupBase):
@@ -59,8 +59,7 @@ class LookupModule(LookupBase):
         for term in terms:
             path = os.path.expanduser(str(term))
             try:
-                with open(path, "rb") as stream:
-                    shapes.append(shape(stream, os.fstat(stream.fileno()).st_size, f"model file {path}"))
+                shapes.append(shape_of_file(path, f"model file {path}"))
             except OSError as exc:
                 raise AnsibleLookupError(f"gguf_shape: cannot read {path}: {exc.strerror or exc}") from exc
             except GGUFError as exc:

@@ -13,6 +13,7 @@ Standard library only: this runs on the managed host (gpu_placement) and on the 
 
 from __future__ import annotations
 
+import os
 import struct
 
 MAGIC = b"GGUF"
@@ -148,3 +149,9 @@ def shape(stream, size_bytes, what="model"):
         "kv_bytes_per_token_layer": max(kv_per_layer) if kv_per_layer else 0,
         "context_length": int(metadata.get(f"{arch}.context_length") or 0),
     }
+
+
+def shape_of_file(path, what):
+    """shape() of a model file on this machine (its size from the open file)."""
+    with open(path, "rb") as stream:
+        return shape(stream, os.fstat(stream.fileno()).st_size, what)

@@ -129,13 +129,10 @@ table:
   elements: str
 """
 
-import os
-import shutil
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 
-from ansible_collections.multimodel.orchestration.plugins.module_utils.gguf import GGUFError, shape
+from ansible_collections.multimodel.orchestration.plugins.module_utils.gguf import GGUFError, shape, shape_of_file
 from ansible_collections.multimodel.orchestration.plugins.module_utils.gpu_placement import place, table
 
 SHAPE_KEYS = ("size_bytes", "layers", "kv_bytes_per_token_layer")
@@ -156,8 +153,7 @@ def read_shape(module, key, source):
     if location.startswith("file://") or "://" not in location:
         path = location[len("file://"):] if location.startswith("file://") else location
         try:
-            with open(path, "rb") as stream:
-                return shape(stream, os.fstat(stream.fileno()).st_size, f"{what} ({path})")
+            return shape_of_file(path, f"{what} ({path})")
         except OSError as exc:
             module.fail_json(msg=f"{what}: cannot read {path} for its GGUF header: {exc.strerror or exc}")
     if not location.startswith(("http://", "https://")):
@@ -179,7 +175,7 @@ def read_shape(module, key, source):
 
 
 def discover_gpus(module):
-    nvidia_smi = shutil.which("nvidia-smi") or module.get_bin_path("nvidia-smi")
+    nvidia_smi = module.get_bin_path("nvidia-smi")
     if not nvidia_smi:
         module.fail_json(msg="no GPUs given and nvidia-smi is not on this host: install the NVIDIA driver, "
                              "or list the GPUs in gpus (llama_cpp_servers_gpus)")
