@@ -13,8 +13,9 @@ import yaml
 
 # Where the roles write (their defaults, as inventories/local keeps them): units and drop-ins,
 # the llama config dir, models and home, the app tier's config, frontend and build dirs, and
-# any state the roles keep under /var/lib/multimodel (Caddy's own data, which Caddy writes
-# itself, aside).
+# any state the roles keep under /var/lib/multimodel (what the services write themselves
+# aside: Caddy's data, and the nflog and silences Alertmanager snapshots every 15 minutes;
+# Alertmanager's directory itself, which the role makes, stays in).
 FILES = ["/etc/systemd/system", "/etc/llama-server", "/var/lib/llama-server", "/etc/multimodel", "/srv/multimodel",
          "/opt/multimodel", "/var/lib/multimodel"]
 # Containers come from docker inspect (see containers()); the rest from this script.
@@ -32,11 +33,12 @@ for unit in $(systemctl list-units --all --plain --no-legend 'llama-server@*' | 
   echo
 done
 echo '## files'
+skip="( -path /var/lib/multimodel/caddy -o -path /var/lib/multimodel/alertmanager/* )"
 for dir in %(dirs)s; do
   [ -e "$dir" ] || continue
   if [ "$dir" = /etc/systemd/system ]; then filter="-path *llama-server*"; else filter=""; fi
-  find "$dir" -path /var/lib/multimodel/caddy -prune -o $filter -printf '%%p %%y %%m %%u %%g %%l\n' | sort
-  find "$dir" -path /var/lib/multimodel/caddy -prune -o $filter -type f -print0 | sort -z | xargs -0 -r sha256sum
+  find "$dir" $skip -prune -o $filter -printf '%%p %%y %%m %%u %%g %%l\n' | sort
+  find "$dir" $skip -prune -o $filter -type f -print0 | sort -z | xargs -0 -r sha256sum
 done
 """
 
