@@ -131,14 +131,13 @@ engine:
   sample: true
 """
 
-import http.client
 import ipaddress
-import json
 import os
 import re
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.multimodel.orchestration.plugins.module_utils import docker_api
 
 SPEC_RE = re.compile(
     r'^(?:(?P<address>\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):)?'
@@ -267,39 +266,14 @@ def _process(proc, pid):
     return info
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over the engine's unix socket (the standard library has no such connection)."""
-
-    def __init__(self, path, timeout):
-        super().__init__('localhost', timeout=timeout)
-        self.socket_path = path
-
-    def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.socket_path)
-        self.sock = sock
-
-
 def engine_containers(docker_socket, timeout=10):
     """The engine's running containers as [{name, bindings: [(address, port, proto)]}], or
     None when there is no engine to ask."""
-    if not os.path.exists(docker_socket):
+    found = docker_api.containers(docker_socket, timeout=timeout)
+    if found is None:
         return None
-    connection = _UnixHTTPConnection(docker_socket, timeout)
-    try:
-        connection.request('GET', '/containers/json')
-        response = connection.getresponse()
-        body = response.read()
-    except OSError:
-        return None
-    finally:
-        connection.close()
-    if response.status != 200:
-        raise RuntimeError('the Docker engine answered %s to GET /containers/json: %s'
-                           % (response.status, body[:300].decode('utf-8', 'replace')))
     containers = []
-    for entry in json.loads(body):
+    for entry in found:
         names = [name.lstrip('/') for name in entry.get('Names') or []]
         bindings = [(normal_address(port.get('IP')), int(port['PublicPort']), port.get('Type', 'tcp'))
                     for port in entry.get('Ports') or [] if port.get('PublicPort')]
@@ -376,7 +350,7 @@ def main():
                          bindings=[], engine=False)
     try:
         containers = engine_containers(params['docker_socket'])
-    except (RuntimeError, ValueError) as error:
+    except docker_api.EngineError as error:
         module.fail_json(msg='container %s: cannot list the Docker engine\'s containers: %s' % (params['container'], error),
                          bindings=[], engine=False)
     sockets = host_sockets(params['proc'])

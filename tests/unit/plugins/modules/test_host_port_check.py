@@ -4,15 +4,12 @@
 """Unit tests of the host_port_check module: main() with module args, against real sockets of
 this host (and a process named docker-proxy), and a Docker API served on a unix socket."""
 
-import http.server
 import json
 import os
 import re
 import socket
-import socketserver
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -20,6 +17,7 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.multimodel.orchestration.plugins.modules import host_port_check
+from support.fake_docker import FakeDockerEngine
 
 
 def run_module(capsys, args):
@@ -55,35 +53,13 @@ def listener():
         sock.close()
 
 
-class _Engine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-
 @pytest.fixture
 def engine(tmp_path):
-    """A Docker API on a unix socket that answers GET /containers/json with engine.containers
-    (the engine's own JSON shape) and engine.status."""
-    path = str(tmp_path / 'docker.sock')
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (the standard library's name)
-            body = json.dumps(server.containers).encode()
-            self.send_response(server.status if self.path == '/containers/json' else 404)
-            self.send_header('Content-Type', 'application/json')
-            self.send_header('Content-Length', str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = _Engine(path, Handler)
-    server.containers, server.status, server.path = [], 200, path
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    """A Docker API on a unix socket (support/fake_docker.py): set engine.containers (the
+    engine's own JSON shape) and engine.status."""
+    server = FakeDockerEngine(str(tmp_path / 'docker.sock'))
     yield server
-    server.shutdown()
-    server.server_close()
+    server.close()
 
 
 def container(name, *bindings):
