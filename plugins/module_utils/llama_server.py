@@ -67,7 +67,7 @@ class ProbeOptions:
 
     def __init__(self, api_key: Optional[str] = None, request_timeout: float = 30.0, interval: float = 1.0,
                  generate: bool = False, prompt: str = 'Hello', max_tokens: int = 8, check_slots: bool = False,
-                 validate_certs: bool = True, use_proxy: bool = True) -> None:
+                 validate_certs: bool = True, use_proxy: bool = True, read_build: bool = False) -> None:
         self.api_key = api_key
         self.request_timeout = float(request_timeout)
         self.interval = float(interval)
@@ -77,6 +77,8 @@ class ProbeOptions:
         self.check_slots = bool(check_slots)
         self.validate_certs = bool(validate_certs)
         self.use_proxy = bool(use_proxy)
+        # Also read the llama.cpp build the server reports (GET /props), as result "build".
+        self.read_build = bool(read_build)
 
 
 def normalize_endpoints(endpoints: Any) -> list[dict[str, Any]]:
@@ -361,6 +363,8 @@ def _probe_once(client: _Client, endpoint: dict[str, Any], options: ProbeOptions
     """One full check of an endpoint; return the measured fields or raise ProbeFailure."""
     found: dict[str, Any] = {'models': None, 'latency_ms': None, 'tokens_per_second': None,
                              'tokens_generated': None, 'slots_total': None, 'slots_busy': None, 'detail': None}
+    if options.read_build:
+        found['build'] = None
     try:
         _run_checks(client, endpoint, options, found)
     except ProbeFailure as exc:
@@ -381,6 +385,9 @@ def _run_checks(client: _Client, endpoint: dict[str, Any], options: ProbeOptions
     if alias is not None and alias not in served:
         # The server was started with another model/alias; restarting is the fix, not waiting.
         raise ProbeFailure(WRONG_MODEL, 'expected %r, served %r' % (alias, served), retry=False)
+
+    if options.read_build:
+        found['build'] = _build(client)
 
     if options.generate:
         payload = {
@@ -411,6 +418,20 @@ def _run_checks(client: _Client, endpoint: dict[str, Any], options: ProbeOptions
             found['detail'] = '/slots not available (HTTP %d): %s' % (status, _error_message(body))
         else:
             raise _status_failure(status, body, '/slots')
+
+
+def _build(client: _Client) -> Optional[str]:
+    """The build llama-server reports in /props ("b6000-1a2b3c4"), or None when it reports
+    none (an older server, or /props switched off): a version is informative, not a health check."""
+    status, body = client.call('GET', '/props')
+    if status != 200:
+        return None
+    try:
+        props = json.loads(body.decode('utf-8'))
+    except ValueError:
+        return None
+    build = props.get('build_info') if isinstance(props, dict) else None
+    return build if isinstance(build, str) and build else None
 
 
 def _new_result(endpoint: dict[str, Any]) -> dict[str, Any]:

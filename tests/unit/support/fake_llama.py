@@ -85,6 +85,7 @@ class FakeLlamaServer:
     token_delay   seconds between streamed chunks
     stream_break  close a chat stream after this many tokens (a crash mid-answer)
     sse_raw       a chat stream's body as these raw SSE strings instead (malformed streams)
+    build_info    the build /props reports
     tls           (certfile, keyfile): serve https
     """
 
@@ -93,7 +94,7 @@ class FakeLlamaServer:
                  delay: float = 0.0, slots: list[dict[str, Any]] | None = None,
                  override: dict[str, tuple] | None = None, timings: bool = True, tokens: list[str] | None = None,
                  stream_break: int | None = None, tls: tuple[str, str] | None = None, token_delay: float = 0.005,
-                 sse_raw: list[str] | None = None) -> None:
+                 sse_raw: list[str] | None = None, build_info: str = 'b6000-0fake0') -> None:
         self.name, self.alias, self.aliases = name, alias, aliases
         self.state, self.loading_s, self.loading_requests = state, loading_s, loading_requests
         self.api_key, self.delay = api_key, delay
@@ -105,6 +106,7 @@ class FakeLlamaServer:
         self.tokens = tokens or ['Hello', ' from', ' ' + name, '.']
         self.stream_break = stream_break
         self.token_delay, self.sse_raw = token_delay, sse_raw
+        self.build_info = build_info
         self.requests: list[Request] = []  # every request, in the order they arrived
         self._lock = threading.Lock()
         self.started = time.monotonic()
@@ -145,6 +147,8 @@ class FakeLlamaServer:
         if method == 'POST' and path == '/v1/chat/completions':
             body = request.json or {}
             return (200, STREAM) if body.get('stream') else (200, self._chat_completion(body))
+        if method == 'GET' and path == '/props':
+            return 200, {'build_info': self.build_info, 'total_slots': len(self.slots or [None])}
         if method == 'GET' and path == '/slots':
             return NO_SLOTS if self.slots is None else (200, self.slots)
         return NOT_FOUND
