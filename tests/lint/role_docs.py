@@ -167,7 +167,7 @@ def option_rows(options, prefix, long_defaults):
     return rows
 
 
-def render_entry_point(entry, spec):
+def render_entry_point(entry, spec, main_options=None):
     spec = spec or {}
     title = f"### `{entry}`"
     if spec.get("short_description"):
@@ -177,6 +177,10 @@ def render_entry_point(entry, spec):
     else:
         how = f"`include_role`/`import_role` with `tasks_from: {entry}`."
     lines = [title, "", how, ""]
+    if entry != "main" and spec.get("options") and spec.get("options") == main_options:
+        # An entry point that reads the role's variables as main does: one table is enough.
+        lines += ["The variables of `main`.", ""]
+        return lines
     long_defaults = []
     rows = option_rows(spec.get("options"), "", long_defaults)
     if not rows:
@@ -198,7 +202,7 @@ def render_section(specs):
              "Generated from [`meta/argument_specs.yml`](meta/argument_specs.yml), which Ansible "
              "checks the arguments against before the role (or entry point) runs.", ""]
     for entry in entries:
-        lines += render_entry_point(entry, specs[entry])
+        lines += render_entry_point(entry, specs[entry], (specs.get("main") or {}).get("options"))
     lines.append(END)
     return "\n".join(lines) + "\n"
 

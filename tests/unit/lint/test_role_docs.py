@@ -114,6 +114,15 @@ def test_entry_point_without_options():
     assert "No variables." in section and "| Variable |" not in section
 
 
+def test_an_entry_point_with_mains_variables_refers_to_its_table():
+    specs = dict(SPECS, status={"short_description": "Read it", "options": SPECS["main"]["options"]})
+    section = role_docs.render_section(specs)
+    status = section.split("### `status`", 1)[1]
+    assert "`tasks_from: status`" in status and "The variables of `main`." in status
+    assert "| Variable |" not in status
+    assert section.count("| `demo_mode` |") == 1
+
+
 def test_section_is_appended_once_then_replaced_in_place():
     readme = "# demo\n\nProse.\n"
     first = role_docs.replace_section(readme, "<!-- BEGIN VARIABLES x -->\nold\n<!-- END VARIABLES -->\n")
