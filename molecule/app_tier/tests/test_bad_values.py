@@ -89,7 +89,11 @@ def alias_with_a_space():
     (lambda: {"redis_host_port": 443}, ["443", "mmo-caddy"]),
     (lambda: {"backend_cors_origins": ["not a url"]}, ["backend_cors_origins", "not a url"]),
     (alias_with_a_space, ["alias", "q2 fast"]),
-], ids=["taken-host-port", "origin-not-a-url", "alias-with-a-space"])
+    # preflight.yml checks every role before any changes: both problems in one table.
+    (lambda: dict(alias_with_a_space(), backend_cors_origins=["not a url"]),
+     ["2 problem(s) on 1 host(s)", "llama_cpp_servers Check every alias can be passed as one argument",
+      "backend Check the CORS origins", "Preflight found 2 problem(s) (the table above), nothing was changed"]),
+], ids=["taken-host-port", "origin-not-a-url", "alias-with-a-space", "two-roles-one-table"])
 def test_bad_value_fails_before_any_change(host, host_json, stack, playbook, bad_vars, messages):
     extra_vars = bad_vars()
     before = snapshot(host, host_json)

@@ -380,3 +380,27 @@ def test_the_journal_is_persistent_and_bounded(host):
     assert re.search(r", max 256(\.0)?M,", report), report  # systemd writes 256M or 256.0M
     # The instances log there.
     assert host.check_output("journalctl -u llama-server@Q2_FAST_1 -q --no-pager -o cat | head -1")
+
+
+def test_models_that_do_not_fit_the_disk_are_refused_before_any_change(host, playbook):
+    """Pointed at an empty model directory, every model is to fetch: preflight adds their sizes
+    (read on the controller for a src, with a HEAD from the HTTP mirror for a url) and refuses
+    when the filesystem would keep less than llama_cpp_servers_disk_reserve_mib free."""
+    before = config_state(host)
+    free_mib = int(host.check_output("df -P -B1M /srv | awk 'NR == 2 { print $4 }'"))
+    result = playbook("converge.yml", {"llama_cpp_servers_model_dir": "/srv/mmo-no-models-yet",
+                                       "llama_cpp_servers_disk_reserve_mib": free_mib}, check=True)
+    assert result.returncode != 0
+    found = re.search(r"/srv/mmo-no-models-yet is on (\S+), with (\d+) MiB free; the models to fetch need (\d+) MiB "
+                      r"\(([^)]*)\), and llama_cpp_servers_disk_reserve_mib keeps (\d+) MiB free", result.flat)
+    assert found, result.stdout[-3000:]
+    sizes = dict(item.split(": ") for item in found.group(4).split(", "))
+    used = sorted({model for _, _, model in INSTANCES.values()})
+    assert sorted(sizes) == used
+    for model, shown in sizes.items():
+        size = int(host.check_output(f"stat -c %s /var/lib/llama-server/models/{model}.gguf"))
+        assert shown == f"{-(-size // 1048576)} MiB", (model, shown, size)
+    assert 1 <= int(found.group(3)) <= sum(int(shown.split()[0]) for shown in sizes.values())
+    assert int(found.group(5)) == free_mib
+    assert not host.file("/srv/mmo-no-models-yet").exists
+    assert config_state(host) == before
