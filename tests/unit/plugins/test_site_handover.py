@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The values playbooks/site.yml's App tier play hands from one tier to another, evaluated by a
-real ansible-playbook against real inventories (the play's own vars, with the roles left out)."""
+real ansible-playbook against real inventories (the play's vars files, with the roles left out)."""
 
 import os
 import subprocess
@@ -16,9 +16,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 
 
 def app_tier_vars():
+    """The App tier play's hand-over variables (its vars_files, which preflight.yml reads too)."""
     with open(os.path.join(ROOT, 'playbooks', 'site.yml'), encoding='utf-8') as f:
-        [play] = [p for p in yaml.safe_load(f) if p['name'] == 'App tier']
-    return play['vars']
+        [play] = [p for p in yaml.safe_load(f) if p.get('name') == 'App tier']
+    handed = {}
+    for name in play['vars_files']:
+        with open(os.path.join(ROOT, 'playbooks', name), encoding='utf-8') as f:
+            handed.update(yaml.safe_load(f))
+    return handed
 
 
 def handed_over(tmp_path, inventory, variable, play_vars=None):
