@@ -130,8 +130,7 @@ up: setup host collection ## quick start: the stack on a local sandbox host
 	bash tests/harness/build-test-models.sh $(BIN)/python
 	ansible-playbook -i inventories/local tests/harness/sandbox.yml
 	ansible-playbook -i inventories/local site.yml
-	@echo "The site https://localhost (in mmo-sandbox) wants an API key on /api, /v1 and /ws:"
-	@echo "  $$(cat /var/cache/mmo-harness/secrets/backend_api_key)   (kept in /var/cache/mmo-harness/secrets/backend_api_key)"
+	@bash tests/harness/quickstart-summary.sh mmo-sandbox
 
 down: ## remove the quick start's sandbox host
 	ansible-playbook -i inventories/local tests/harness/sandbox.yml -e sandbox_state=absent

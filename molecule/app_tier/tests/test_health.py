@@ -1,7 +1,9 @@
 """playbooks/health.yml on the whole stack (site.yml ends with it too): one table with every
 service the stack runs on the host, each healthy; a stopped service fails the play and is
 named; reading changes nothing."""
+import os
 import re
+import subprocess
 
 MANAGED = "label=org.multimodel.managed-by=multimodel.orchestration"
 STATUS_TASK = "Show the status of every service"
@@ -53,3 +55,17 @@ def test_a_stopped_service_fails_the_play_and_is_named(host, playbook):
     assert re.search(r"FAIL\s+\S+\s+node_exporter\s+\S+\s+inactive \(dead\)", run.stdout), run.stdout[-4000:]
     assert f"Not healthy: {run.hostname} node_exporter. The table above says why." in run.flat
     assert re.search(r"ok\s+\S+\s+mmo-redis\s", run.stdout)  # the others still read, and healthy
+
+
+def test_the_quick_start_summary_reaches_the_site_from_this_machine(host, api_key, tmp_path):
+    """make up ends with tests/harness/quickstart-summary.sh: run here against this instance (the
+    same inventory as the sandbox), it answers from this machine through Caddy over HTTPS."""
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "backend_api_key").write_text(api_key + "\n")
+    script = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "tests", "harness", "quickstart-summary.sh")
+    run = subprocess.run(["bash", script, host.backend.get_hostname()], env=dict(os.environ, MMO_CACHE=str(tmp_path)),
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(r"Prometheus  \d+ of \d+ targets up", run.stdout), run.stdout
+    assert re.search(r"First answer, in \d+ ms: (simple|moderate|complex), from Q\w+", run.stdout), run.stdout
+    assert (tmp_path / "caddy-root.crt").read_text().startswith("-----BEGIN CERTIFICATE-----")
