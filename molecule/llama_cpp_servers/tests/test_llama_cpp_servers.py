@@ -384,7 +384,8 @@ def test_the_journal_is_persistent_and_bounded(host):
 
 def test_models_that_do_not_fit_the_disk_are_refused_before_any_change(host, playbook):
     """Pointed at an empty model directory, every model is to fetch: preflight adds their sizes
-    (read on the controller for a src, with a HEAD from the HTTP mirror for a url) and refuses
+    (read on the controller for q3's src, on the host for q4's file:// url, with a HEAD from the
+    HTTP mirror for q2's) and refuses
     when the filesystem would keep less than llama_cpp_servers_disk_reserve_mib free."""
     before = config_state(host)
     free_mib = int(host.check_output("df -P -B1M /srv | awk 'NR == 2 { print $4 }'"))
