@@ -396,7 +396,7 @@ def test_models_that_do_not_fit_the_disk_are_refused_before_any_change(host, pla
                       r"\(([^)]*)\), and llama_cpp_servers_disk_reserve_mib keeps (\d+) MiB free", result.flat)
     assert found, result.stdout[-3000:]
     sizes = dict(item.split(": ") for item in found.group(4).split(", "))
-    used = sorted({model for _, _, model in INSTANCES.values()})
+    used = sorted({instance[2] for instance in INSTANCES.values()})
     assert sorted(sizes) == used
     for model, shown in sizes.items():
         size = int(host.check_output(f"stat -c %s /var/lib/llama-server/models/{model}.gguf"))
