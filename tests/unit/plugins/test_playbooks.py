@@ -5,9 +5,12 @@
 that play's hosts, with the same hand-over variables; and site.yml starts with preflight and
 ends with health."""
 
+import json
 import os
-import re
+import subprocess
+import sys
 
+import pytest
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -20,11 +23,11 @@ def load(name):
 
 
 def site_roles():
-    """{group: [role, ...]} of site.yml's plays ('all' for node_exporter's)."""
+    """{role: {group, tag}} as site.yml's plays run them."""
     roles = {}
     for play in load('site.yml'):
-        if 'roles' in play:
-            roles.setdefault(play['hosts'], []).extend(r['role'].replace(PREFIX, '') for r in play['roles'])
+        for role in play.get('roles', []):
+            roles[role['role'].replace(PREFIX, '')] = {'group': play['hosts'], 'tag': play['tags'][0]}
     return roles
 
 
@@ -36,19 +39,48 @@ def test_site_starts_with_preflight_and_ends_with_health():
 
 def test_preflight_checks_every_role_of_site_on_its_hosts():
     [play] = load('preflight.yml')
-    groups = dict(play['vars']['_preflight_groups'])
-    assert "+ ['node_exporter']" in play['vars']['_preflight_roles']  # on every host
-    groups['all'] = ['node_exporter']
-    assert groups == site_roles()
-    imported = [re.sub('^' + re.escape(PREFIX), '', task['block'][0]['ansible.builtin.import_role']['name'])
-                for task in play['tasks'] if 'block' in task]
-    assert sorted(imported) == sorted(role for roles in groups.values() for role in roles)
+    assert play['vars']['_preflight_site'] == site_roles()
     for task in play['tasks']:
         if 'block' in task:
             role = task['block'][0]['ansible.builtin.import_role']['name'].replace(PREFIX, '')
             assert task['block'][0]['ansible.builtin.import_role']['tasks_from'] == 'preflight'
             assert task['when'] == f"'{role}' in _preflight_roles"
             assert task['rescue'][0]['vars'] == {'_preflight_role': role}
+    imported = [task['block'][0]['ansible.builtin.import_role']['name'].replace(PREFIX, '')
+                for task in play['tasks'] if 'block' in task]
+    assert sorted(imported) == sorted(site_roles())
+
+
+@pytest.mark.parametrize('tags, host, expected', [
+    (None, 'app1', ['redis', 'searxng', 'backend', 'caddy', 'node_exporter', 'redis_exporter', 'alertmanager',
+                    'prometheus', 'grafana', 'backups']),
+    (None, 'gpu1', ['docker', 'llama_cpp_servers', 'node_exporter']),
+    ('app', 'app1', ['redis', 'searxng', 'backend', 'caddy']),
+    ('app', 'gpu1', []),
+    ('caddy_configure,models', 'app1', ['caddy']),
+    ('caddy_configure,models', 'gpu1', ['llama_cpp_servers']),
+    ('monitoring', 'gpu1', ['node_exporter']),
+])
+def test_preflight_checks_what_the_tags_run(tmp_path, tags, host, expected):
+    """The roles preflight.yml checks on a host, evaluated by a real ansible-playbook run."""
+    [play] = load('preflight.yml')
+    inventory = {'all': {'children': {
+        'docker_hosts': {'hosts': {'gpu1': None}}, 'llama_servers': {'hosts': {'gpu1': None}},
+        'app_servers': {'hosts': {'app1': None}}, 'monitoring_servers': {'hosts': {'app1': None}},
+        'backup_servers': {'hosts': {'app1': None}}}}}
+    (tmp_path / 'inventory.yml').write_text(yaml.safe_dump(inventory))
+    (tmp_path / 'play.yml').write_text(yaml.safe_dump([{
+        'hosts': 'all', 'gather_facts': False, 'connection': 'local', 'tags': ['always'],
+        'vars': {name: value for name, value in play['vars'].items() if name != '_preflight_problems_all'},
+        'tasks': [{'ansible.builtin.copy': {'dest': '{{ out }}/{{ inventory_hostname }}',
+                                            'content': '{{ _preflight_roles | to_json }}'},
+                   'delegate_to': 'localhost'}]}]))
+    command = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', str(tmp_path / 'inventory.yml'),
+               str(tmp_path / 'play.yml'), '-e', f'out={tmp_path}'] + (['--tags', tags] if tags else [])
+    env = {k: v for k, v in os.environ.items() if not k.startswith('ANSIBLE_STRATEGY')}
+    run = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert sorted(json.loads((tmp_path / host).read_text())) == sorted(expected)
 
 
 def test_preflight_reads_the_hand_over_variables_site_gives():
