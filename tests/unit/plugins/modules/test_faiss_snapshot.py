@@ -13,17 +13,14 @@ import faiss
 import numpy
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.multimodel.orchestration.plugins.modules import faiss_snapshot
+from support.modules import run_main
 
 
 def run_module(capsys, args):
     """Run main() with args; return (exit code, parsed JSON)."""
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as info:
-            faiss_snapshot.main()
-    return info.value.code, json.loads(capsys.readouterr().out)
+    return run_main(capsys, faiss_snapshot.main, args)[:2]
 
 
 def write_index(directory, name, count, dim=8, seed=0):

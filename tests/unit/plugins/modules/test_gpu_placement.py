@@ -4,16 +4,15 @@
 """The gpu_placement module: main() with module args, reading real GGUF headers from files
 and a real HTTP server, on faked GPUs (given, or from a stand-in nvidia-smi on PATH)."""
 
-import json
 import os
 import stat
 from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.multimodel.orchestration.plugins.modules import gpu_placement
+from support.modules import run_main
 from support.gguf_files import header_only
 from support.servers import HTTPServer
 
@@ -23,10 +22,8 @@ TWO_L4 = [{'index': 0, 'name': 'L4', 'memory_mib': 23034}, {'index': 1, 'name': 
 
 
 def run_module(capsys, args):
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as info:
-            gpu_placement.main()
-    return info.value.code, json.loads(capsys.readouterr().out)
+    """Run main() with args; return (exit code, parsed JSON)."""
+    return run_main(capsys, gpu_placement.main, args)[:2]
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@
 """Unit tests of the host_port_check module: main() with module args, against real sockets of
 this host (and a process named docker-proxy), and a Docker API served on a unix socket."""
 
-import json
 import os
 import re
 import socket
@@ -14,18 +13,15 @@ import time
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.multimodel.orchestration.plugins.modules import host_port_check
+from support.modules import run_main
 from support.fake_docker import FakeDockerEngine
 
 
 def run_module(capsys, args):
     """Run main() with args; return (exit code, parsed JSON)."""
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as info:
-            host_port_check.main()
-    return info.value.code, json.loads(capsys.readouterr().out)
+    return run_main(capsys, host_port_check.main, args)[:2]
 
 
 def free_port(address='127.0.0.1', kind=socket.SOCK_STREAM):

@@ -3,13 +3,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of the model_health module: main() with module args, against local servers."""
 
-import json
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.multimodel.orchestration.plugins.modules import model_health
+from support.modules import run_main
 
 RESULT_KEYS = {'name', 'url', 'alias', 'healthy', 'status', 'reason', 'detail', 'models', 'latency_ms',
                'tokens_per_second', 'tokens_generated', 'slots_total', 'slots_busy', 'elapsed_s', 'attempts'}
@@ -20,11 +19,7 @@ def run_module_raw(capsys, args):
     args = dict(args)
     args.setdefault('use_proxy', False)
     args.setdefault('interval', 0.1)
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as info:
-            model_health.main()
-    out = capsys.readouterr().out
-    return info.value.code, json.loads(out), out
+    return run_main(capsys, model_health.main, args)
 
 
 def run_module(capsys, args):

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.multimodel.orchestration.plugins.modules import service_status
+from support.modules import run_main
 from support.fake_docker import FakeDockerEngine
 from support.servers import QuietHandler, started, HTTPServer
 
@@ -22,10 +22,7 @@ LABEL = {'org.multimodel.managed-by': 'multimodel.orchestration'}
 
 def run_module(capsys, args):
     """Run main() with args; return (exit code, parsed JSON)."""
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as info:
-            service_status.main()
-    return info.value.code, json.loads(capsys.readouterr().out)
+    return run_main(capsys, service_status.main, args)[:2]
 
 
 @pytest.fixture
