@@ -10,6 +10,7 @@ rather than the first. Each message names the variable to set."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -39,7 +40,7 @@ def _number(value: Any, kind: Callable[[Any], Any]) -> Any:
     except (TypeError, ValueError):
         try:
             return kind(float(value))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return kind(0)
 
 
@@ -74,7 +75,7 @@ def _policy_problems(name: str, s: Mapping[str, Any]) -> list[str]:  # noqa: C90
     add = problems.append
     prefix = "container %s: " % name
     user = str(s.get("user", ""))
-    if user.split(":")[0].strip() in ("", "0", "root"):
+    if user.split(":", maxsplit=1)[0].strip() in ("", "0", "root"):
         add(prefix + "container_service_user is '%s'; set it to the image's unprivileged UID[:GID] (containers "
                      "never run as root)." % user)
     networks = list(s.get("networks") or [])
@@ -111,9 +112,10 @@ def _policy_problems(name: str, s: Mapping[str, Any]) -> list[str]:  # noqa: C90
     if bad:
         add(prefix + "container_service_env has the names %s; a name holds letters, digits and '_' and does not "
                      "start with a digit." % bad)
-    if not _number(s.get("cpus", 0), float) > 0:
+    cpus = _number(s.get("cpus", 0), float)
+    if cpus <= 0 or math.isnan(cpus):
         add(prefix + "container_service_cpus is %s; set the limit in cores, above 0 (for example 0.5)." % s.get("cpus"))
-    if not _number(s.get("cpu_shares", 0), int) >= 2:
+    if _number(s.get("cpu_shares", 0), int) < 2:
         add(prefix + "container_service_cpu_shares is %s; set at least 2 (1024 is Docker's default weight)."
             % s.get("cpu_shares"))
     bad = _rejected(s.get("tmpfs") or [], _TMPFS)
@@ -130,15 +132,15 @@ def _policy_problems(name: str, s: Mapping[str, Any]) -> list[str]:  # noqa: C90
     if bad_durations:
         add(prefix + "container_service_healthcheck has %s; set interval, timeout and start_period as Go durations "
                      "like 10s, 1m30s or 500ms." % bad_durations)
-    if not _number(s.get("health_timeout", 0), int) > 0:
+    if _number(s.get("health_timeout", 0), int) <= 0:
         add(prefix + "container_service_health_timeout is %s; set the seconds to wait for the container to become "
                      "healthy (above 0)." % s.get("health_timeout"))
     log_size = str(s.get("log_max_size", ""))
     if not _LOG_SIZE.match(log_size):
         add(prefix + "container_service_log_max_size is '%s'; set a size like 10m (a number and k, m or g)." % log_size)
-    if not _number(s.get("log_max_file", 0), int) >= 1:
+    if _number(s.get("log_max_file", 0), int) < 1:
         add(prefix + "container_service_log_max_file is %s; keep at least 1 file." % s.get("log_max_file"))
-    if not _number(s.get("stop_timeout", 0), int) >= 0:
+    if _number(s.get("stop_timeout", 0), int) < 0:
         add(prefix + "container_service_stop_timeout is %s; set the seconds a stop waits (0 or more)."
             % s.get("stop_timeout"))
     signal = str(s.get("stop_signal") or "")

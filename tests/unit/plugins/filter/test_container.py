@@ -57,6 +57,8 @@ def test_good_settings_have_no_problem():
     ({'env': {'1BAD': 'x', 'GOOD': 'y'}}, "container_service_env has the names ['1BAD']"),
     ({'cpus': '0'}, 'container_service_cpus is 0; set the limit in cores'),
     ({'cpus': 'half'}, 'container_service_cpus is half'),
+    ({'cpus': 'nan'}, 'container_service_cpus is nan'),
+    ({'health_timeout': 'inf'}, 'container_service_health_timeout is inf'),
     ({'cpu_shares': 1}, 'container_service_cpu_shares is 1; set at least 2'),
     ({'tmpfs': ['tmp:rw']}, "container_service_tmpfs has ['tmp:rw']"),
     ({'capabilities': ['NET BIND']}, "container_service_capabilities has ['NET BIND']"),
