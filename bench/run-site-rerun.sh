@@ -45,5 +45,5 @@ echo "| site.yml on one host (app_tier instance)           | seconds | preflight
 echo "| -------------------------------------------------- | ------- | --------- | ----- | ------- |"
 run "cold converge, mitogen_linear, /usr/bin/python3" mitogen_linear /usr/bin/python3
 run "warm re-run, linear, /usr/bin/python3" linear /usr/bin/python3
-run "warm re-run, mitogen_linear, interpreter discovered" mitogen_linear auto_silent
+run "warm re-run, mitogen_linear, interpreter auto" mitogen_linear auto_silent
 run "warm re-run, mitogen_linear, /usr/bin/python3" mitogen_linear /usr/bin/python3
