@@ -67,12 +67,23 @@ def has_args(args, wanted):
 
 def config_state(host):
     """sha256 of every file the role writes for the instances, and their main PIDs."""
-    return host.check_output("sha256sum /etc/llama-server/* /etc/systemd/system/llama-server@*.service "
+    return host.check_output("sha256sum /etc/llama-server/*.* /etc/llama-server/last-healthy/*/* "
+                             "/etc/systemd/system/llama-server@*.service "
                              "/etc/systemd/system/llama-server@*.service.d/*"), main_pids(host)
 
 
+def model_file(host, model):
+    """The one file of the model on the host: NAME-<its sha256's first 12 digits>.gguf."""
+    files = host.check_output(f"ls /var/lib/llama-server/models/{model}-*.gguf").split()
+    assert len(files) == 1, files
+    return files[0]
+
+
 def model_sha(host, model):
-    return host.check_output(f"sha256sum /var/lib/llama-server/models/{model}.gguf").split()[0]
+    path = model_file(host, model)
+    sha = host.check_output(f"sha256sum {path}").split()[0]
+    assert path.endswith(f"/{model}-{sha[:12]}.gguf"), path
+    return sha
 
 
 @pytest.mark.parametrize("name", INSTANCES)
@@ -123,9 +134,9 @@ def test_api_key_required_and_kept_off_the_command_line(host):
 
 def test_replicas_share_one_model_file(host):
     models = sorted(host.check_output("ls /var/lib/llama-server/models").split())
-    assert models == ["q2.gguf", "q3.gguf", "q4.gguf"]
+    assert [re.sub(r"-[0-9a-f]{12}[.]gguf$", "", name) for name in models] == ["q2", "q3", "q4"], models
     for name in ("Q2_FAST_1", "Q2_FAST_2"):
-        assert has_args(cmdline(host, name), ["--model", "/var/lib/llama-server/models/q2.gguf"])
+        assert has_args(cmdline(host, name), ["--model", model_file(host, "q2")])
 
 
 def test_model_health_module_probes_all_four(host, playbook):
@@ -175,6 +186,39 @@ def test_new_model_restarts_only_its_instance(host, playbook):
     finally:
         restore = playbook("converge.yml")
         assert restore.returncode == 0, restore.stdout[-3000:]
+
+
+def test_broken_model_update_is_rolled_back_and_stops_the_play(host, playbook):
+    """q2's new file has the sha256 it was given but is cut short. Q2_FAST_1, the first to
+    restart on it, never serves it: it is put back on the file it ran before (kept on the host
+    until every instance is healthy) and serves again, and the play stops there, so Q2_FAST_2
+    and the others were never touched. The next good run removes the broken file."""
+    old_file, before = model_file(host, "q2"), main_pids(host)
+    cut = host.run("head -c 65536 /srv/model-mirror/tiny-4.gguf > /srv/model-mirror/broken.gguf")
+    assert cut.rc == 0, cut.stderr
+    broken_sha = host.check_output("sha256sum /srv/model-mirror/broken.gguf").split()[0]
+    try:
+        result = playbook("converge.yml", {"test_q2_url": "http://127.0.0.1:8999/broken.gguf",
+                                           "test_q2_sha256": broken_sha, "llama_cpp_servers_health_timeout": 15})
+        assert result.returncode != 0
+        assert "llama-server@Q2_FAST_1 did not become healthy after the update" in result.flat, result.stdout[-3000:]
+        assert ("It was rolled back to the model, build and settings it last became healthy with, and serves its "
+                "model again. The play stops here") in result.flat, result.stdout[-3000:]
+        assert host.file(f"/var/lib/llama-server/models/q2-{broken_sha[:12]}.gguf").exists
+        after = main_pids(host)
+        assert after["Q2_FAST_1"] != before["Q2_FAST_1"]
+        assert {name: after[name] for name in after if name != "Q2_FAST_1"} == \
+            {name: before[name] for name in before if name != "Q2_FAST_1"}
+        for name in ("Q2_FAST_1", "Q2_FAST_2"):
+            assert has_args(cmdline(host, name), ["--model", old_file]), name
+        status, body = curl(host, "/v1/completions", 8080, data={"prompt": "hello", "max_tokens": 4})
+        assert status == 200 and json.loads(body)["usage"]["completion_tokens"] > 0, body
+    finally:
+        host.run("rm -f /srv/model-mirror/broken.gguf")
+        restore = playbook("converge.yml")
+        assert restore.returncode == 0, restore.stdout[-3000:]
+    assert model_file(host, "q2") == old_file
+    assert main_pids(host)["Q2_FAST_2"] == before["Q2_FAST_2"]
 
 
 def test_rolling_restart_under_load_loses_no_request(host, playbook):
@@ -399,7 +443,7 @@ def test_models_that_do_not_fit_the_disk_are_refused_before_any_change(host, pla
     used = sorted({instance[2] for instance in INSTANCES.values()})
     assert sorted(sizes) == used
     for model, shown in sizes.items():
-        size = int(host.check_output(f"stat -c %s /var/lib/llama-server/models/{model}.gguf"))
+        size = int(host.check_output(f"stat -c %s {model_file(host, model)}"))
         assert shown == f"{-(-size // 1048576)} MiB", (model, shown, size)
     assert 1 <= int(found.group(3)) <= sum(int(shown.split()[0]) for shown in sizes.values())
     assert int(found.group(5)) == free_mib

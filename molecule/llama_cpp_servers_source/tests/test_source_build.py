@@ -7,9 +7,10 @@ def test_binary_is_the_cached_build(host):
     assert current.is_symlink
     assert current.linked_to.startswith("/opt/llama.cpp/builds/llama-cpp-python-0.3.36-")
     assert host.file("/opt/llama.cpp/current/bin/llama-server").mode & 0o111
-    # The instance's command line lives in its ExecStart= drop-in; the running process is the build.
+    # The instance's command line lives in its ExecStart= drop-in; it names the build's own
+    # directory (a rollback restores the build it ran), and the running process is that build.
     exec_conf = host.file("/etc/systemd/system/llama-server@TINY.service.d/10-exec.conf").content_string
-    assert '"/opt/llama.cpp/current/bin/llama-server"' in exec_conf
+    assert f'"{current.linked_to}/bin/llama-server"' in exec_conf
     pid = host.check_output("systemctl show -p MainPID --value llama-server@TINY")
     built = host.check_output("readlink -f /opt/llama.cpp/current/bin/llama-server")
     assert built.startswith(current.linked_to + "/")
