@@ -39,7 +39,7 @@ def test_defaults_and_full_settings():
     assert (settings.faiss_dir, settings.cache_ttl, settings.request_timeout, settings.max_tokens) == \
         ('/data/faiss', 3600, 120.0, 256)
     assert settings.llama_api_key is None and settings.searxng_url is None and settings.cors_origins == ()
-    assert settings.drain_delay == 0.0
+    assert settings.drain_delay == 0.0 and settings.tier_wait == 0.0
     assert (settings.auth, settings.api_keys, settings.allowed_origins, settings.max_body_bytes) == (False, (), (), 65536)
     assert (settings.queue_timeout, settings.redis_timeout, settings.breaker_seconds) == (10.0, 0.05, 5.0)
     assert dict(settings.tier_limits) == {level: TierLimit(1024, 8) for level in ('simple', 'moderate', 'complex')}
@@ -47,11 +47,13 @@ def test_defaults_and_full_settings():
 
     settings = load_settings(env(MMO_LLAMA_API_KEY='key', MMO_FAISS_DIR='/srv/idx', MMO_SEARXNG_URL='http://sx:8080/',
                                  MMO_CORS_ORIGINS='https://a.example, https://b.example,', MMO_CACHE_TTL='0',
-                                 MMO_REQUEST_TIMEOUT='2.5', MMO_MAX_TOKENS='64', MMO_DRAIN_DELAY='2.5'))
+                                 MMO_REQUEST_TIMEOUT='2.5', MMO_MAX_TOKENS='64', MMO_DRAIN_DELAY='2.5',
+                                 MMO_TIER_WAIT='30'))
     assert settings.llama_api_key == 'key' and settings.faiss_dir == '/srv/idx'
     assert settings.searxng_url == 'http://sx:8080' and settings.cors_origins == ('https://a.example',
                                                                                   'https://b.example')
     assert (settings.cache_ttl, settings.request_timeout, settings.max_tokens, settings.drain_delay) == (0, 2.5, 64, 2.5)
+    assert settings.tier_wait == 30.0
     assert load_settings(env(MMO_CORS_ORIGINS='http://[::1]:3000,http://localhost:8080')).cors_origins == (
         'http://[::1]:3000', 'http://localhost:8080')
     assert set(settings.secrets()) == {'key', 's3cret'}
@@ -98,6 +100,7 @@ def test_tiers_errors_name_the_variable(tiers_json, message):
     ({'MMO_CORS_ORIGINS': 'ftp://a.example'}, "MMO_CORS_ORIGINS: 'ftp://a.example' is not an origin"),
     ({'MMO_CORS_ORIGINS': 'http://a.example:99999'}, "MMO_CORS_ORIGINS: 'http://a.example:99999' is not an origin"),
     ({'MMO_DRAIN_DELAY': '-1'}, "MMO_DRAIN_DELAY must be a number >= 0.0, got '-1'"),
+    ({'MMO_TIER_WAIT': '-0.5'}, "MMO_TIER_WAIT must be a number >= 0.0, got '-0.5'"),
 ])
 def test_other_variables(changes, message):
     with pytest.raises(ConfigError) as error:

@@ -271,3 +271,38 @@ def test_cors_origins(servers, backend, tiers):
     assert 'access-control-allow-origin' not in other.headers
     reply = running.query('hi', mode='simple')  # same-origin requests carry no Origin: unaffected
     assert reply.status_code == 200 and 'access-control-allow-origin' not in reply.headers
+
+
+def test_a_query_waits_for_a_tier_that_is_restarting(servers, backend, tiers):
+    # The tier's one instance answers 503 Loading model to its first 3 requests (a restart):
+    # with MMO_TIER_WAIT the query tries the tier again until it answers.
+    restarting = servers.llama('Q3_SYNTH_1', loading_requests=3)
+    ok = servers.llama('ok')
+    running = backend(tiers([ok.url], [restarting.url], [ok.url]), tier_wait=5.0)
+    reply = running.query('hello', mode='moderate')
+    assert reply.status_code == 200, reply.text
+    assert reply.json()['instance'] == 'Q3_SYNTH_1'
+    assert len(restarting.chats()) == 4  # three 503s, then the answer
+    metrics = running.http.get('/metrics').text
+    assert 'mmo_upstream_errors_total{instance="Q3_SYNTH_1",kind="http_5xx"} 3.0' in metrics
+
+
+def test_the_tier_wait_ends_in_a_503_naming_each_instance_once(servers, backend, tiers):
+    loading = servers.llama('Q4_DEEP_2', state='loading')
+    ok = servers.llama('ok')
+    running = backend(tiers([ok.url], [ok.url], [servers.refused(), loading.url]), tier_wait=1.2)
+    reply = running.query('hello', mode='complex')
+    assert reply.status_code == 503, reply.text
+    body = reply.json()
+    assert body['tried'] == ['Q4_DEEP_1', 'Q4_DEEP_2'] or body['tried'] == ['Q4_DEEP_2', 'Q4_DEEP_1']
+    assert body['detail'].count('Q4_DEEP_2 (HTTP 503: Loading model)') == 1
+    metrics = running.http.get('/metrics').text
+    tries = float(metrics.split('mmo_upstream_errors_total{instance="Q4_DEEP_2",kind="http_5xx"} ')[1].split()[0])
+    assert tries >= 2, metrics  # tried again within the wait
+
+
+def test_no_tier_wait_by_default_in_the_app(servers, backend, tiers):
+    restarting = servers.llama('Q3_SYNTH_1', loading_requests=1)
+    ok = servers.llama('ok')
+    running = backend(tiers([ok.url], [restarting.url], [ok.url]))
+    assert running.query('hello', mode='moderate').status_code == 503

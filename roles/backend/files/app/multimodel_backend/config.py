@@ -55,6 +55,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     cache_ttl: int = 3600
     request_timeout: float = 120.0
+    tier_wait: float = 0.0  # seconds a query waits for a tier whose every instance failed over
     max_tokens: int = 256
     drain_delay: float = 0.0
     api_keys: tuple[str, ...] = ()
@@ -283,6 +284,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cors_origins=_origins(env.get("MMO_CORS_ORIGINS", "")),
         cache_ttl=_number(env, "MMO_CACHE_TTL", 3600, int, 0),
         request_timeout=_number(env, "MMO_REQUEST_TIMEOUT", 120.0, float, 0.1),
+        tier_wait=_number(env, "MMO_TIER_WAIT", 0.0, float, 0.0),
         max_tokens=max_tokens,
         drain_delay=_number(env, "MMO_DRAIN_DELAY", 0.0, float, 0.0),
         api_keys=api_keys,

@@ -11,14 +11,18 @@ Every other failure after the request was sent ends the query (UpstreamError, 50
 generation may be running there, and replaying it would run it twice. A read timeout is
 UpstreamTimeout (504), not failed over either: a slow generation would run on every replica.
 
-One deadline (MMO_REQUEST_TIMEOUT) covers the whole query, every attempt included.
+When every instance of the tier failed that way (a restart or roll-out of a tier with one
+instance, or of all of them), the query waits for the tier: it tries the tier again every
+TIER_RETRY_INTERVAL seconds for up to MMO_TIER_WAIT seconds, then answers 503.
+
+One deadline (MMO_REQUEST_TIMEOUT) covers the whole query, every attempt and wait included.
 """
 
 import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +34,7 @@ from .metrics import Metrics
 Messages = list[dict[str, str]]  # chat messages: [{"role", "content"}]
 
 CONNECT_TIMEOUT = 5.0  # a dead instance fails over in seconds, not after the whole deadline
+TIER_RETRY_INTERVAL = 0.5  # between two rounds over a tier whose every instance failed over
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 log = logging.getLogger(__name__)
@@ -53,8 +58,9 @@ class UpstreamTimeout(UpstreamError):
 class TierUnavailable(Exception):
     def __init__(self, tier: str, failures: list[UpstreamError]) -> None:
         self.tier = tier
-        self.tried = [f.instance.name for f in failures]
-        detail = "; ".join(f"{f.instance.name} ({f.reason})" for f in failures)
+        last = {f.instance.name: f for f in failures}  # each instance once, its last failure
+        self.tried = list(last)
+        detail = "; ".join(f"{f.instance.name} ({f.reason})" for f in last.values())
         super().__init__(f"every instance of tier '{tier}' failed: {detail}")
 
 
@@ -166,11 +172,20 @@ class Attempts:
         self.deadline = Deadline(pool.settings.request_timeout)
         self.failures: list[UpstreamError] = []
 
-    def __iter__(self) -> Iterator[Instance]:
-        for instance in self.pool.candidates(self.tier):
-            if self.failures:
-                self.pool.metrics.failovers.labels(self.tier, self.failures[-1].instance.name).inc()
-            yield instance
+    async def __aiter__(self) -> AsyncIterator[Instance]:
+        wait_until = time.monotonic() + self.pool.settings.tier_wait
+        while True:
+            for instance in self.pool.candidates(self.tier):
+                if self.failures:
+                    self.pool.metrics.failovers.labels(self.tier, self.failures[-1].instance.name).inc()
+                yield instance
+            # Every instance failed over: nothing runs anywhere for this query yet.
+            if time.monotonic() + TIER_RETRY_INTERVAL >= min(wait_until, self.deadline.at):
+                return
+            if len(self.failures) == len(self.pool.settings.tier(self.tier)):  # once per query
+                log.warning("tier %s: every instance failed; trying again for up to %g s", self.tier,
+                            self.pool.settings.tier_wait)
+            await asyncio.sleep(TIER_RETRY_INTERVAL)
 
     def failed(self, error: UpstreamError) -> None:
         """Count the failure; re-raise it unless the query may move to the next instance."""
@@ -217,7 +232,7 @@ class LlamaPool:
     async def chat(self, tier: str, messages: Messages, params: Params) -> Completion:
         """The whole answer of the first instance of the tier that takes the query."""
         attempts = Attempts(self, tier)
-        for instance in attempts:
+        async for instance in attempts:
             try:
                 return await self._chat_once(instance, messages, params, attempts.deadline)
             except UpstreamError as error:
@@ -257,7 +272,7 @@ class LlamaPool:
         took the query (text ""), so the caller knows who answers even when the model
         generates nothing. Close it (aclosing) to close the upstream request."""
         attempts = Attempts(self, tier)
-        for instance in attempts:
+        async for instance in attempts:
             try:
                 async for delta in self._stream_once(instance, messages, params, attempts.deadline):
                     yield delta
