@@ -31,7 +31,7 @@ MOLECULE_JOBS ?= 3
 # time a stage and record it: $(call timed,NAME,COMMAND)
 timed = start=$$(date +%s); $(2); printf '%-28s %5ss\n' '$(1)' $$(( $$(date +%s) - start )) >>$(TIMINGS)
 
-.PHONY: help setup host host-packages host-images lint docs sanity units collection ee ready-hosts molecule test up down bench clean
+.PHONY: help setup host host-packages host-images lint docs sanity units collection ee browser ready-hosts molecule test up down bench clean
 
 help: ## list the targets (this list)
 	@echo 'usage: make TARGET   (make up: the quick start; make test: everything CI runs)'
@@ -104,10 +104,19 @@ collection: setup ## build the Galaxy tarball and install it where playbooks and
 	ansible-galaxy collection install --offline --no-deps --force -p $(COLLECTIONS) $(TARBALL)
 	ansible-playbook tests/integration/installed_collection.yml
 
+# playwright-core, pinned with its sha512 in the lockfile, for the app_tier browser test; it
+# drives Debian's chromium (host-packages), so no browser is downloaded.
+browser: build/browser/node_modules/playwright-core/package.json ## the browser test's playwright-core (npm ci into build/browser)
+
+build/browser/node_modules/playwright-core/package.json: tests/browser/package.json tests/browser/package-lock.json
+	mkdir -p build/browser && cp tests/browser/package.json tests/browser/package-lock.json build/browser/
+	npm ci --prefix build/browser --no-audit --no-fund --loglevel=error
+	touch $@
+
 ready-hosts: collection ## ready-host images (Docker Engine installed by the docker role) the app scenarios start from
 	bash tests/harness/build-ready-hosts.sh
 
-molecule: ready-hosts ## every scenario in MOLECULE_SCENARIOS, MOLECULE_JOBS side by side; step times in build/timings.txt
+molecule: ready-hosts browser ## every scenario in MOLECULE_SCENARIOS, MOLECULE_JOBS side by side; step times in build/timings.txt
 	mkdir -p build && touch $(TIMINGS)
 	$(BIN)/python tests/harness/run_molecule.py --jobs $(MOLECULE_JOBS) --timings $(TIMINGS) --logs build/molecule $(MOLECULE_SCENARIOS)
 

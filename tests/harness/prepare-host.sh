@@ -16,11 +16,14 @@ DISTROS=${MMO_DISTROS:-"bookworm trixie forky"}
 install_host_packages() {
   local missing=()
   local pkg
-  # prometheus: its promtool checks and unit-tests the alert rules (tests/unit/monitoring).
+  # prometheus: its promtool checks and unit-tests the alert rules (tests/unit/monitoring);
+  # chromium: the browser the app_tier scenario's browser test drives (tests/browser).
   for pkg in docker.io debootstrap make python3-venv ca-certificates xz-utils busybox-static shellcheck git redis-server \
-      prometheus; do
+      prometheus chromium; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
+  # npm installs the browser test's playwright-core (make browser); any Node.js 20+ will do.
+  command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing host packages: ${missing[*]}"
     apt-get update -qq
