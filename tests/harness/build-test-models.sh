@@ -14,7 +14,8 @@ mkdir -p "$out"
 for seed in 1 2 3 4; do
   model="$out/tiny-$seed.gguf"
   [ -f "$model" ] && continue
-  "$python" "$here/../fixtures/build_tiny_gguf.py" "$model.tmp" --seed "$seed" --name "tiny-$seed"
-  mv "$model.tmp" "$model"
+  # A name of this process's own: scenarios prepared side by side may build the same model.
+  "$python" "$here/../fixtures/build_tiny_gguf.py" "$model.tmp.$$" --seed "$seed" --name "tiny-$seed"
+  mv "$model.tmp.$$" "$model"
   log "built $model"
 done
