@@ -31,6 +31,31 @@ install_host_packages() {
   fi
 }
 
+# On a hybrid cgroup host (v1 controllers, systemd's unified tree at /sys/fs/cgroup/unified),
+# a controller no v1 hierarchy holds shows up in the unified tree (hugetlb, on some kernels).
+# The forky test hosts see that tree as their /sys/fs/cgroup (cgroupns=host), and the Docker
+# engine inside them enables every controller it finds up their cgroup path: once it has done
+# so in a host container's own cgroup (it can when no process is there, as at a boot with no
+# `docker exec` running), that cgroup may hold no process, so every `docker exec` into the host
+# fails with "device or resource busy" (seen after test_host_restart's restart). Each such
+# controller is switched off wherever it was enabled (deepest first) and given a v1 hierarchy
+# of its own, so the unified tree has none, as the test hosts expect.
+bind_stray_cgroup_controllers() {
+  local unified=/sys/fs/cgroup/unified controller controllers=()
+  [ -r "$unified/cgroup.controllers" ] || return 0
+  read -ra controllers <"$unified/cgroup.controllers"
+  for controller in "${controllers[@]}"; do
+    log "binding the cgroup controller $controller to a v1 hierarchy (it was in the unified tree)"
+    find "$unified" -name cgroup.subtree_control -exec grep -lw "$controller" {} + \
+      | awk '{ print gsub("/", "/"), $0 }' | sort -rn | cut -d' ' -f2- \
+      | while read -r control; do echo "-$controller" >"$control"; done
+    mount -o remount,rw /sys/fs/cgroup
+    mkdir -p "/sys/fs/cgroup/$controller"
+    mount -t cgroup -o "$controller" cgroup "/sys/fs/cgroup/$controller"
+    mount -o remount,ro /sys/fs/cgroup
+  done
+}
+
 start_dockerd() {
   if docker info >/dev/null 2>&1; then
     return 0
@@ -93,8 +118,8 @@ build_images() {
 }
 
 case "${1:-all}" in
-  all) install_host_packages; start_dockerd; make_sandbox_secrets; build_images ;;
-  packages) install_host_packages; start_dockerd; make_sandbox_secrets ;;
+  all) install_host_packages; bind_stray_cgroup_controllers; start_dockerd; make_sandbox_secrets; build_images ;;
+  packages) install_host_packages; bind_stray_cgroup_controllers; start_dockerd; make_sandbox_secrets ;;
   images) start_dockerd; build_images ;;
   *) die "usage: prepare-host.sh [all|packages|images], not '$1'" ;;
 esac
