@@ -43,7 +43,7 @@ install_host_packages() {
 bind_stray_cgroup_controllers() {
   local unified=/sys/fs/cgroup/unified controller controllers=()
   [ -r "$unified/cgroup.controllers" ] || return 0
-  read -ra controllers <"$unified/cgroup.controllers"
+  read -ra controllers <"$unified/cgroup.controllers" || true  # empty: nothing to do
   for controller in "${controllers[@]}"; do
     log "binding the cgroup controller $controller to a v1 hierarchy (it was in the unified tree)"
     find "$unified" -name cgroup.subtree_control -exec grep -lw "$controller" {} + \
