@@ -46,7 +46,8 @@ bind_stray_cgroup_controllers() {
   read -ra controllers <"$unified/cgroup.controllers" || true  # empty: nothing to do
   for controller in "${controllers[@]}"; do
     log "binding the cgroup controller $controller to a v1 hierarchy (it was in the unified tree)"
-    find "$unified" -name cgroup.subtree_control -exec grep -lw "$controller" {} + \
+    # (grep finds none on a fresh host: not an error)
+    { find "$unified" -name cgroup.subtree_control -exec grep -lw "$controller" {} + || true; } \
       | awk '{ print gsub("/", "/"), $0 }' | sort -rn | cut -d' ' -f2- \
       | while read -r control; do echo "-$controller" >"$control"; done
     mount -o remount,rw /sys/fs/cgroup
