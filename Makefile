@@ -25,7 +25,7 @@ export ANSIBLE_STRATEGY := mitogen_linear
 
 # Molecule scenarios run by `make test` (each tests its role on its own platforms), longest
 # first: MOLECULE_JOBS of them run side by side (tests/harness/run_molecule.py).
-MOLECULE_SCENARIOS ?= app_tier llama_cpp_servers_source backend redis llama_cpp_servers caddy docker
+MOLECULE_SCENARIOS ?= app_tier multihost llama_cpp_servers_source backend redis llama_cpp_servers caddy docker
 MOLECULE_JOBS ?= 3
 
 # time a stage and record it: $(call timed,NAME,COMMAND)
