@@ -94,8 +94,8 @@ def prometheus(path, **params):
 def test_prometheus_scrapes_targets_on_every_host():
     """Every target up, on every host: the model servers at their hosts' private addresses,
     node_exporter on each host, the app tier beside Prometheus."""
-    expected = {("llama", f"{MODEL_HOSTS[host]['address']}:{port}")
-                for host, spec in MODEL_HOSTS.items() for port in spec["instances"].values()}
+    expected = {("llama", f"{spec['address']}:{port}")
+                for spec in MODEL_HOSTS.values() for port in spec["instances"].values()}
     expected |= {("node", f"{spec['address']}:9100") for spec in MODEL_HOSTS.values()}
     deadline = time.time() + 90
     while True:
