@@ -30,6 +30,10 @@ _LOOPBACK = ("127.", "::1", "localhost")
 
 # What Prometheus needs from the other roles, as their defaults say (a host's hostvars hold
 # only the inventory's values); tests/unit/plugins/filter checks these agree with the roles.
+# The name site.yml serves redis_exporter's metrics under on Caddy's metrics port
+# (playbooks/vars/app_tier.yml, caddy_metrics_proxies): /redis-exporter/metrics.
+REDIS_EXPORTER_PROXY = "redis-exporter"
+
 ROLE_DEFAULTS = {
     "backend_replicas": 2,
     "backend_container_name": "mmo-backend",
@@ -92,15 +96,19 @@ def prometheus_targets(groups: Any, hostvars: Mapping, prometheus_host: str, set
 
     ``settings`` (all optional): llama_group (llama_servers), app_group (app_servers),
     node_group (all), llama_credentials_file (bearer token file for the model servers; empty:
-    none), redis_exporter (HOST:PORT on the internal network; empty: no Redis job),
+    none), redis_exporter (HOST:PORT on the internal network, for the Prometheus host's own app
+    tier; empty: none there),
     alertmanagers (list of HOST:PORT), self (HOST:PORT of Prometheus in its container),
     self_name (its container name), defaults (other roles' defaults, over ROLE_DEFAULTS).
 
     Returns {"scrape_configs": [...], "skipped": [{job, host, instance, why}]}: every target
     labelled ``instance`` and ``host`` (model servers also ``tier``, the complexity, and
     ``alias``);
+    An app host other than Prometheus' is scraped through its Caddy metrics port
+    (caddy_metrics_publish_address): Caddy's metrics, each backend replica's at /NAME/metrics and
+    redis_exporter's at /redis-exporter/metrics.
     ``skipped`` lists what Prometheus cannot reach from its host (loopback binds, containers of
-    another host's internal network)."""
+    another host's internal network with no published metrics port)."""
     if not isinstance(groups, Mapping):
         raise AnsibleFilterError(f"prometheus_targets: groups must be a mapping, got {groups!r}")
     settings = dict(settings or {})
@@ -125,26 +133,41 @@ def prometheus_targets(groups: Any, hostvars: Mapping, prometheus_host: str, set
             job["authorization"] = {"type": "Bearer", "credentials_file": settings["llama_credentials_file"]}
         jobs.append(job)
 
-    backend_static, caddy_static = [], []
+    backend_static, caddy_static, redis_static = [], [], []
     for host in _hosts(groups, settings.get("app_group", "app_servers")):
         host_vars = {**defaults, **hostvars[host]}
-        if host != prometheus_host:
-            skipped.append({"job": "backend, caddy", "host": host, "instance": host,
-                            "why": f"its containers sit on the internal network of {host}, not of {prometheus_host}"})
+        replicas = [f"{host_vars['backend_container_name']}-{replica}"
+                    for replica in range(1, int(host_vars["backend_replicas"]) + 1)]
+        caddy_name = host_vars["caddy_container_name"]
+        if host == prometheus_host:
+            # Beside Prometheus: each container by name on the internal network.
+            backend_static += [_static(_host_port(name, host_vars["backend_port"]), {"instance": name, "host": host})
+                               for name in replicas]
+            caddy_static.append(_static(_host_port(caddy_name, host_vars["caddy_metrics_port"]),
+                                        {"instance": caddy_name, "host": host}))
+            if settings.get("redis_exporter"):
+                redis_static.append(_static(settings["redis_exporter"], {"instance": "redis", "host": host}))
             continue
-        for replica in range(1, int(host_vars["backend_replicas"]) + 1):
-            name = f"{host_vars['backend_container_name']}-{replica}"
-            backend_static.append(_static(_host_port(name, host_vars["backend_port"]),
-                                          {"instance": name, "host": host}))
-        caddy_static.append(_static(_host_port(host_vars["caddy_container_name"], host_vars["caddy_metrics_port"]),
-                                    {"instance": host_vars["caddy_container_name"], "host": host}))
+        published = str(host_vars.get("caddy_metrics_publish_address") or "").strip("[]")
+        if not published:
+            skipped.append({"job": "backend, caddy, redis", "host": host, "instance": host,
+                            "why": f"its containers sit on the internal network of {host}, not of {prometheus_host}; "
+                                   f"set caddy_metrics_publish_address on {host} to scrape them through Caddy"})
+            continue
+        # On another host: everything through Caddy's published metrics port, each service at
+        # /NAME/metrics (the caddy role's caddy_metrics_proxies, as site.yml sets them).
+        gateway = _host_port(str(host_vars.get("ansible_host") or host) if published in _WILDCARDS else published,
+                             host_vars["caddy_metrics_port"])
+        backend_static += [_static(gateway, {"__metrics_path__": f"/{name}/metrics", "instance": name, "host": host})
+                           for name in replicas]
+        caddy_static.append(_static(gateway, {"instance": caddy_name, "host": host}))
+        redis_static.append(_static(gateway, {"__metrics_path__": f"/{REDIS_EXPORTER_PROXY}/metrics",
+                                              "instance": "redis", "host": host}))
     if backend_static:
         jobs.append({"job_name": "backend", "metrics_path": "/metrics", "static_configs": backend_static})
         jobs.append({"job_name": "caddy", "metrics_path": "/metrics", "static_configs": caddy_static})
-
-    if settings.get("redis_exporter"):
-        jobs.append({"job_name": "redis", "metrics_path": "/metrics", "static_configs": [
-            _static(settings["redis_exporter"], {"instance": "redis", "host": prometheus_host})]})
+    if redis_static:
+        jobs.append({"job_name": "redis", "metrics_path": "/metrics", "static_configs": redis_static})
 
     node_static = []
     for host in _hosts(groups, settings.get("node_group", "all")):

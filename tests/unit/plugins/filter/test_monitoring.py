@@ -93,11 +93,32 @@ def test_unreachable_targets_are_skipped_with_the_reason():
     found = jobs(result)
     assert 'llama' not in found
     assert [(s['job'], s['host']) for s in result['skipped']] == [
-        ('llama', 'app'), ('llama', 'app'), ('llama', 'app'), ('backend, caddy', 'web2'), ('node', 'web2')]
+        ('llama', 'app'), ('llama', 'app'), ('llama', 'app'), ('backend, caddy, redis', 'web2'), ('node', 'web2')]
     assert 'loopback' in result['skipped'][0]['why']
+    assert 'caddy_metrics_publish_address on web2' in result['skipped'][3]['why']
     assert 'node_exporter_listen_host' in result['skipped'][-1]['why']
     # web2's node_exporter on its own Docker gateway: only its containers reach it.
     assert 'Docker gateway of web2' in result['skipped'][-1]['why']
+
+
+def test_an_app_host_elsewhere_is_scraped_through_its_caddy_metrics_port():
+    """Prometheus on mon1, the app tier on app1 with Caddy's metrics port published: Caddy's own
+    metrics, each backend replica's and redis_exporter's, all at that one address, each at its
+    path; the Redis job is app1's, not the Prometheus host's."""
+    groups = {'all': ['app1', 'mon1'], 'llama_servers': [], 'app_servers': ['app1'], 'monitoring_servers': ['mon1']}
+    hostvars = {'app1': {'caddy_metrics_publish_address': '10.0.10.20', 'backend_replicas': 2}, 'mon1': {}}
+    found = jobs(monitoring.prometheus_targets(groups, hostvars, 'mon1', {'redis_exporter': 'redis-exporter:9121'}))
+    assert targets(found['backend']) == [
+        ('10.0.10.20:9180', {'__metrics_path__': '/mmo-backend-1/metrics', 'instance': 'mmo-backend-1', 'host': 'app1'}),
+        ('10.0.10.20:9180', {'__metrics_path__': '/mmo-backend-2/metrics', 'instance': 'mmo-backend-2', 'host': 'app1'})]
+    assert targets(found['caddy']) == [('10.0.10.20:9180', {'instance': 'mmo-caddy', 'host': 'app1'})]
+    assert targets(found['redis']) == [
+        ('10.0.10.20:9180', {'__metrics_path__': '/redis-exporter/metrics', 'instance': 'redis', 'host': 'app1'})]
+    # Published on every address: reached at the host's ansible_host; IPv6 in brackets.
+    hostvars['app1'].update(caddy_metrics_publish_address='0.0.0.0', ansible_host='app1.internal', caddy_metrics_port=9200)
+    assert targets(jobs(monitoring.prometheus_targets(groups, hostvars, 'mon1'))['caddy'])[0][0] == 'app1.internal:9200'
+    hostvars['app1']['caddy_metrics_publish_address'] = '[fd00::20]'
+    assert targets(jobs(monitoring.prometheus_targets(groups, hostvars, 'mon1'))['caddy'])[0][0] == '[fd00::20]:9200'
 
 
 def test_node_exporter_listen():
