@@ -1,9 +1,10 @@
-"""A fleet of three hosts on a private network (molecule.yml): the model tier split over two
-model hosts, the app tier, monitoring and backups on the third. What only a fleet shows: a
-query through Caddy answered by a model on another host, Prometheus scraping every host, a
-backup, and the fast tier answering from the other model host while one is down.
+"""A fleet of four hosts on a private network (molecule.yml): the model tier split over two
+model hosts, the app tier and its backups on the third, monitoring on the fourth. What only a
+fleet shows: a query through Caddy answered by a model on another host, Prometheus scraping
+every host (the app tier through Caddy's published metrics port), a backup, and the fast tier
+answering from the other model host while one is down.
 
-The suite runs on the app host (testinfra_hosts); the model hosts are reached with docker exec,
+The suite runs on the app host (testinfra_hosts); the other hosts are reached with docker exec,
 each platform being a container of that name. Its files run in name order; the host stop is
 the last test of the last file.
 """
@@ -20,6 +21,9 @@ import pytest
 testinfra_hosts = ["multihost-app"]
 
 APP = "multihost-app"
+MON = "multihost-mon"
+# host_vars/multihost-app.yml: Caddy's metrics port, published on the app host's address.
+APP_METRICS = "10.77.0.20:9180"
 # molecule.yml's platforms and host_vars/: each model host's address and instances.
 MODEL_HOSTS = {
     "multihost-gpu1": {"address": "10.77.0.11", "instances": {"Q2_FAST_1": 8080, "Q3_SYNTH": 8082}},
@@ -84,19 +88,21 @@ def test_a_query_through_caddy_is_answered_by_a_model_on_another_host(query):
 
 
 def prometheus(path, **params):
-    """GET Prometheus' API from inside its container on the app host: the decoded `data`."""
+    """GET Prometheus' API from inside its container on the monitoring host: the decoded `data`."""
     url = "http://127.0.0.1:9090" + path + ("?" + urllib.parse.urlencode(params) if params else "")
-    answer = json.loads(on(APP, f"docker exec mmo-prometheus wget -q -O - {shlex.quote(url)}").stdout)
+    answer = json.loads(on(MON, f"docker exec mmo-prometheus wget -q -O - {shlex.quote(url)}").stdout)
     assert answer["status"] == "success", answer
     return answer["data"]
 
 
 def test_prometheus_scrapes_targets_on_every_host():
     """Every target up, on every host: the model servers at their hosts' private addresses,
-    node_exporter on each host, the app tier beside Prometheus."""
+    node_exporter on each host, and the app host's backend replicas, Caddy and Redis through
+    Caddy's published metrics port, each at its own path."""
     expected = {("llama", f"{spec['address']}:{port}")
                 for spec in MODEL_HOSTS.values() for port in spec["instances"].values()}
     expected |= {("node", f"{spec['address']}:9100") for spec in MODEL_HOSTS.values()}
+    expected |= {("node", "10.77.0.20:9100")} | {(job, APP_METRICS) for job in ("backend", "caddy", "redis")}
     deadline = time.time() + 90
     while True:
         active = prometheus("/api/v1/targets", state="active")["activeTargets"]
@@ -108,10 +114,19 @@ def test_prometheus_scrapes_targets_on_every_host():
             break
         assert time.time() < deadline, f"targets not up within 90 s: {down}"
         time.sleep(2)
-    assert {t["labels"]["host"] for t in active} == {APP, *MODEL_HOSTS}
-    assert {t["labels"]["job"] for t in active if t["labels"]["host"] == APP} >= {"backend", "caddy", "redis", "node"}
+    assert {t["labels"]["host"] for t in active} == {APP, MON, *MODEL_HOSTS}
     assert {t["labels"]["instance"]: t["labels"]["host"] for t in active if t["labels"]["job"] == "llama"} == INSTANCE_HOST
-    assert {t["labels"]["host"] for t in active if t["labels"]["job"] == "node"} == {APP, *MODEL_HOSTS}
+    assert {t["labels"]["host"] for t in active if t["labels"]["job"] == "node"} == {APP, MON, *MODEL_HOSTS}
+    # The app tier from the monitoring host: both replicas and Redis, each scraped at its path
+    # (their own metrics, not Caddy's), all labelled with the app host.
+    app_tier = {(t["labels"]["job"], t["labels"]["instance"]): urllib.parse.urlsplit(t["scrapeUrl"]).path
+                for t in active if t["labels"]["host"] == APP and t["labels"]["job"] != "node"}
+    assert app_tier == {("backend", "mmo-backend-1"): "/mmo-backend-1/metrics",
+                        ("backend", "mmo-backend-2"): "/mmo-backend-2/metrics",
+                        ("caddy", "mmo-caddy"): "/metrics", ("redis", "redis"): "/redis-exporter/metrics"}
+    assert prometheus("/api/v1/query", query='redis_up{job="redis"}')["result"][0]["value"][1] == "1"
+    replicas = prometheus("/api/v1/query", query="mmo_cache_misses_total")["result"]
+    assert {r["metric"]["instance"] for r in replicas} == {"mmo-backend-1", "mmo-backend-2"}, replicas
 
 
 def test_a_backup_is_taken_and_verified():
