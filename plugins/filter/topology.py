@@ -10,6 +10,7 @@ One place for rules the roles used to write in Jinja loops (and wrote twice, dri
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -182,6 +183,22 @@ def changed_keys(old: Any, new: Any) -> list[str]:
     return sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
 
 
+def model_paths(models: Any, model_dir: str) -> dict:
+    """Each model's file on a model host: ``MODEL_DIR/NAME-<first 12 hex digits of its sha256>.gguf``,
+    from {NAME: {sha256, ...}} (or a list of {key, value} items, as dict2items gives). An updated
+    model so lands beside the file in use instead of over it."""
+    if isinstance(models, Mapping):
+        models = [{"key": name, "value": value} for name, value in models.items()]
+    paths = {}
+    for item in _require_list(models, "models"):
+        name, value = item.get("key"), item.get("value")
+        sha256 = str(value.get("sha256") or "") if isinstance(value, Mapping) else ""
+        if not name or not re.fullmatch(r"[0-9A-Fa-f]{64}", sha256):
+            raise AnsibleFilterError(f"model_paths: model {name!r} needs a sha256 of 64 hex digits, got {sha256!r}")
+        paths[name] = f"{str(model_dir).rstrip('/')}/{name}-{sha256.lower()[:12]}.gguf"
+    return paths
+
+
 class FilterModule:
     """Topology filters of multimodel.orchestration."""
 
@@ -193,4 +210,5 @@ class FilterModule:
             "tier_contract": tier_contract,
             "site_origins": site_origins,
             "changed_keys": changed_keys,
+            "model_paths": model_paths,
         }

@@ -238,3 +238,17 @@ def test_backend_tiers_name_the_model_by_its_sha256_else_its_name():
 ])
 def test_site_origins_are_what_a_browser_sends_as_origin(addresses, port, origins):
     assert topology.site_origins(addresses, port) == origins
+
+
+def test_model_paths_name_each_file_by_its_sha256():
+    sha = 'AB' * 32
+    assert topology.model_paths({'q2': {'sha256': sha, 'src': '/x'}}, '/var/lib/llama-server/models/') == {
+        'q2': '/var/lib/llama-server/models/q2-' + 'ab' * 6 + '.gguf'}
+    # dict2items' form gives the same.
+    assert topology.model_paths([{'key': 'q2', 'value': {'sha256': sha}}], '/m') == {'q2': '/m/q2-abababababab.gguf'}
+
+
+@pytest.mark.parametrize('models', [{'q2': {'sha256': ''}}, {'q2': {'sha256': 'abc'}}, {'q2': 'file.gguf'}])
+def test_model_paths_name_a_model_without_a_good_sha256(models):
+    with pytest.raises(AnsibleFilterError, match="model 'q2' needs a sha256"):
+        topology.model_paths(models, '/m')
