@@ -85,5 +85,5 @@ def test_preflight_checks_what_the_tags_run(tmp_path, tags, host, expected):
 
 def test_preflight_reads_the_hand_over_variables_site_gives():
     [play] = load('preflight.yml')
-    site_files = sorted(name for p in load('site.yml') for name in p.get('vars_files', []))
+    site_files = sorted({name for p in load('site.yml') for name in p.get('vars_files', [])})
     assert sorted(play['vars_files']) == site_files
