@@ -186,8 +186,16 @@ def test_a_body_over_the_limit_is_refused_by_caddy(host):
         status, headers, body = fetch(host, "/api/whoami", "-X POST", framing, f"--data-binary @/tmp/{name}")
         assert status == expected and "via" not in headers, (name, framing, status, headers, body[:300])
         assert not any(upstream_fails(host).values()), f"{name}: Caddy holds it against {upstream_fails(host)}"
-    status, headers, body = fetch(host, "/api/whoami", "-X POST", "--data-binary @/tmp/body-under")
-    assert status not in (411, 413) and "caddy" in headers.get("via", "").lower(), (status, headers, body[:300])
+    # busybox httpd, the stand-in upstream, answers a POST to a file without reading its body
+    # and closes: the reset can reach Caddy before the answer (a 502, once in CI), so a few tries
+    # for one answer that came back from the upstream.
+    answers = []
+    for dummy in range(3):
+        answers.append(fetch(host, "/api/whoami", "-X POST", "--data-binary @/tmp/body-under"))
+        if "caddy" in answers[-1][1].get("via", "").lower():
+            break
+    assert all(answer[0] not in (411, 413) for answer in answers), answers
+    assert "caddy" in answers[-1][1].get("via", "").lower(), answers
     assert host.check_output(f"{CURL} https://localhost/api/whoami") in ("upstream-1", "upstream-2")
 
 
