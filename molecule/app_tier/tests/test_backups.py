@@ -145,6 +145,18 @@ def write_redis_data(stack, tag):
         assert stack.redis_cli(*args).rc == 0, args
 
 
+@pytest.fixture(scope="module", autouse=True)
+def timer_held(host):
+    """The daily timer stopped while these tests run, started again after: a scheduled run
+    between the wipe and the restore (CI once ran across midnight) would make the emptied
+    data the newest set, and the counts of sets would be off by one."""
+    timer = SERVICE.replace(".service", ".timer")
+    assert host.service(timer).is_running, f"{timer} is not active before the tests"
+    host.check_output(f"systemctl stop {timer}")
+    yield
+    host.check_output(f"systemctl start {timer}")
+
+
 @pytest.fixture(scope="module")
 def data(host, stack):
     """Two real FAISS indexes in the backend's volume (one built by the backend's own
