@@ -44,7 +44,7 @@ def test_preflight_checks_every_role_of_site_on_its_hosts():
         if 'block' in task:
             role = task['block'][0]['ansible.builtin.import_role']['name'].replace(PREFIX, '')
             assert task['block'][0]['ansible.builtin.import_role']['tasks_from'] == 'preflight'
-            assert task['when'] == f"'{role}' in _preflight_roles"
+            assert task['when'] == f"'{role}' in _preflight_roles_checked"
             assert task['rescue'][0]['vars'] == {'_preflight_role': role}
     imported = [task['block'][0]['ansible.builtin.import_role']['name'].replace(PREFIX, '')
                 for task in play['tasks'] if 'block' in task]
